@@ -1,0 +1,43 @@
+"""Export a ctrlshift dataset to other layouts."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from ..errors import CtrlshiftError
+from . import writer
+
+log = logging.getLogger(__name__)
+
+
+def class_folder(label: int, name: str, num_classes: int) -> str:
+    """``07_seven``: the zero-padded index keeps torchvision's ImageFolder order equal to the labels."""
+    width = len(str(max(num_classes - 1, 0)))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "class"
+    return f"{label:0{width}d}_{safe}"
+
+
+def export_imagefolder(root: str | Path, out: str | Path, progress: bool = True) -> int:
+    """Write ``OUT/<config>/<split>/<class>/<index>.png`` for every image; returns the count."""
+    from tqdm.auto import tqdm
+
+    root, out = Path(root), Path(out)
+    manifest = writer.read_manifest(root)
+    if out.resolve() == root.resolve():
+        raise CtrlshiftError(f"--out: {out} is the dataset itself; choose another folder")
+    names = manifest["class_names"]
+    total = sum(s["num_examples"] for c in manifest["configs"].values() for s in c["splits"].values())
+    count = 0
+    with tqdm(total=total, unit="img", desc="export", disable=not progress) as bar:
+        for config, info in manifest["configs"].items():
+            for split in info["splits"]:
+                for row in writer.iter_rows(root, config, split, columns=["image", "label", "index"]):
+                    folder = out / config / split / class_folder(row["label"], names[row["label"]], len(names))
+                    folder.mkdir(parents=True, exist_ok=True)
+                    writer.atomic_write_bytes(folder / f"{row['index']:06d}.png", row["image"])
+                    count += 1
+                    bar.update()
+    log.info("exported %d images to %s", count, out)
+    return count

@@ -1,0 +1,346 @@
+"""The generate job: config -> plan -> shards on disk, spread over processes by accelerate.
+
+Shards are the unit of work. The plan lists them in a fixed order and rank ``r`` of ``N`` takes
+shards ``r, r+N, ...``; each shard's latents are a pure function of (split seed, index, family,
+value), so the dataset does not depend on the number of processes. Rank 0 holds the folder's lock,
+shows progress, and writes the manifest, card and grids once every rank has finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import to_dict
+from ..errors import ConfigError, CtrlshiftError
+from ..provenance import git_commit, stable_hash, versions
+from . import writer
+from .decoders import Decoder, create_decoder, dataset_class_names, dataset_num_classes
+from .shifts import (ShiftFamily, Targets, create_family, draw_labels, draw_noise, outside_fraction,
+                     sample_seed, shifted_latents)
+from .spec import GenerateConfig, ShiftSpec
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ConfigPlan:
+    name: str
+    spec: ShiftSpec
+    value: float
+    splits: dict[str, dict]  # split -> {"num_examples", "seed"}
+
+
+@dataclass
+class Plan:
+    configs: list[ConfigPlan]
+    tasks: list[writer.ShardTask]
+
+    @property
+    def images(self) -> int:
+        return sum(t.rows for t in self.tasks)
+
+
+def _fingerprint(cfg: GenerateConfig, spec: ShiftSpec, split: str) -> str:
+    """Everything that determines the bytes of a shard of this family and split."""
+    s = dataclasses.asdict(spec)
+    s.pop("values")
+    return stable_hash({"decoder": to_dict(cfg.decoder), "sampler": to_dict(cfg.sampler), "spec": s,
+                        "labels": cfg.labels, "targets": to_dict(cfg.targets),
+                        "split": to_dict(getattr(cfg.splits, split)), "shard_size": cfg.output.shard_size,
+                        "dtype": cfg.runtime.dtype})
+
+
+def build_plan(cfg: GenerateConfig) -> Plan:
+    configs, tasks = [], []
+    for spec in cfg.shifts:
+        values = list(spec.values)
+        if spec.train_value not in values:
+            values.insert(0, spec.train_value)
+        for value in values:
+            splits = {}
+            for split in SPLITS:
+                at_base = value == spec.train_value
+                wanted = split == "test" and value in spec.values or split != "test" and at_base
+                s = getattr(cfg.splits, split)
+                if wanted and s.size > 0:
+                    splits[split] = {"num_examples": s.size, "seed": s.seed}
+            if not splits:
+                continue
+            name = writer.config_name(spec.prefix, value)
+            configs.append(ConfigPlan(name, spec, value, splits))
+            for split, info in splits.items():
+                n, size = info["num_examples"], cfg.output.shard_size
+                count = math.ceil(n / size)
+                fp = _fingerprint(cfg, spec, split)
+                for k in range(count):
+                    tasks.append(writer.ShardTask(name, spec.prefix, spec.family, float(value), split,
+                                                  info["seed"], k, count, k * size, min(n, (k + 1) * size), fp))
+    return Plan(configs, tasks)
+
+
+def make_families(cfg: GenerateConfig, latent_shape) -> dict[str, ShiftFamily]:
+    dim = int(np.prod(latent_shape))
+    targets = Targets(dim, cfg.targets.mode, cfg.targets.seed)
+    return {spec.prefix: create_family(spec.family, dim, targets, spec.params, f"shifts.{k}.params")
+            for k, spec in enumerate(cfg.shifts)}
+
+
+def sample_latents(cfg: GenerateConfig, family: ShiftFamily, spec: ShiftSpec, value: float, split_seed: int,
+                   indices, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Latents ``[N, d]``, dataset labels and noise seeds of samples ``indices`` of a split."""
+    seeds = [sample_seed(split_seed, i) for i in indices]
+    eps = draw_noise(seeds, family.dim)
+    labels = draw_labels(split_seed, indices, num_classes, cfg.labels)
+    z = shifted_latents(family, eps, labels, value, spec.train_value, spec.classes)
+    return z, labels, seeds
+
+
+def describe_plan(cfg: GenerateConfig, plan: Plan, families: dict[str, ShiftFamily] | None = None) -> str:
+    """The plan as text (``--dry-run``): configs, shards, images and decoder calls."""
+    bs = cfg.runtime.batch_size
+    per_batch = cfg.sampler.steps if cfg.sampler.name == "ddim" else 2 * cfg.sampler.steps - 1
+    if cfg.sampler.guidance_scale > 1:
+        per_batch *= 2
+    batches = sum(math.ceil(t.rows / bs) for t in plan.tasks)
+    lines = [f"dataset {cfg.name!r}: {len(plan.configs)} configs, {len(plan.tasks)} shards, "
+             f"{plan.images} images",
+             f"decoder {cfg.decoder.backend} {cfg.decoder.source!r}; sampler {cfg.sampler.name} "
+             f"{cfg.sampler.steps} steps -> {per_batch} network calls per batch of {bs}, "
+             f"{batches * per_batch} calls in all"]
+    if families is None:
+        lines.append("(set decoder.latent_shape to see the intensity of each config)")
+    else:
+        fam = next(iter(families.values()))
+        lines.append(f"latent dimension d = {fam.dim}")
+    lines.append(f"{'config':<28} {'family':<16} {'value':>8} {'axis':>10} {'intensity':>10}  splits")
+    for c in plan.configs:
+        fam = families[c.spec.prefix] if families else None
+        axis = f"{fam.axis(c.value, c.spec.train_value):>10.4g}" if fam else f"{'?':>10}"
+        name = fam.axis_name if fam else ""
+        splits = ", ".join(f"{s} {v['num_examples']}" for s, v in c.splits.items())
+        lines.append(f"{c.name:<28} {c.spec.family:<16} {writer.format_value(c.value):>8} "
+                     f"{name:>10} {axis}  {splits}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _state(cfg: GenerateConfig):
+    from accelerate import PartialState
+
+    return PartialState(cpu=cfg.runtime.device == "cpu")
+
+
+def _rank0_prepare(root: Path) -> writer.DirLock:
+    root.mkdir(parents=True, exist_ok=True)
+    lock = writer.DirLock(root)
+    lock.acquire()
+    removed = writer.clean_temporaries(root)
+    if removed:
+        log.info("removed %d temporary files of an interrupted run", removed)
+    return lock
+
+
+def generate(cfg: GenerateConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> dict | None:
+    """Run the job; returns the manifest on rank 0 (None on other ranks)."""
+    from accelerate.utils import broadcast_object_list
+
+    root = Path(out)
+    state = _state(cfg)
+    lock, error = None, None
+    if state.is_main_process:
+        try:
+            lock = _rank0_prepare(root)
+        except CtrlshiftError as exc:
+            error = str(exc)
+    if state.num_processes > 1:
+        box = [error]
+        broadcast_object_list(box, from_process=0)
+        error = box[0]
+    if error:
+        raise CtrlshiftError(error)
+    try:
+        return _generate(cfg, root, state, overwrite, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _generate(cfg: GenerateConfig, root: Path, state, overwrite: bool, progress: bool) -> dict | None:
+    if cfg.runtime.device == "auto":
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device=str(state.device)))
+    decoder = create_decoder(cfg.decoder, cfg.sampler, cfg.runtime)
+    num_classes = dataset_num_classes(decoder, cfg.decoder)
+    class_names = dataset_class_names(decoder, cfg.decoder)
+    for k, spec in enumerate(cfg.shifts):
+        bad = [c for c in spec.classes or [] if not 0 <= c < num_classes]
+        if bad:
+            raise ConfigError(f"shifts.{k}.classes: {bad} are not dataset classes (0..{num_classes - 1})")
+    families = make_families(cfg, decoder.latent_shape)
+    plan = build_plan(cfg)
+    mine = plan.tasks[state.process_index::state.num_processes]
+
+    pending = []
+    for task in mine:
+        status = writer.shard_status(root, task)
+        if status == "stale" and not overwrite:
+            raise CtrlshiftError(f"{root / task.rel_path}: made with other settings than this config; "
+                                 "use another --out, or --overwrite to replace it")
+        if status == "damaged":
+            log.warning("%s: checksum or record does not verify; writing it again", task.rel_path)
+        if status != "done":
+            pending.append(task)
+    skipped = len(mine) - len(pending)
+    if skipped:
+        log.info("rank %d: %d of %d shards already complete and verified", state.process_index, skipped, len(mine))
+
+    _write_shards(cfg, root, decoder, families, pending, class_names, num_classes, state, progress)
+    state.wait_for_everyone()
+    manifest = None
+    if state.is_main_process:
+        manifest = _finish(cfg, root, plan, decoder, families, class_names, state.num_processes)
+    state.wait_for_everyone()
+    return manifest
+
+
+def _write_shards(cfg, root, decoder: Decoder, families, tasks, class_names, num_classes, state, progress):
+    from tqdm.auto import tqdm
+
+    total = sum(t.rows for t in tasks)
+    bar = tqdm(total=total, unit="img", desc=f"generate (rank 0 of {state.num_processes})",
+               disable=not (progress and state.is_main_process), dynamic_ncols=True)
+    specs = {s.prefix: s for s in cfg.shifts}
+    model_classes = torch.tensor(cfg.decoder.classes) if cfg.decoder.classes is not None else None
+    bs = cfg.runtime.batch_size
+    writes: list[Future] = []
+    t0 = time.time()
+    with ThreadPoolExecutor(cfg.runtime.encode_workers) as encoders, ThreadPoolExecutor(1) as shard_writer:
+        for task in tasks:
+            spec, family = specs[task.prefix], families[task.prefix]
+            indices = range(task.start, task.stop)
+            z, labels, seeds = sample_latents(cfg, family, spec, task.value, task.split_seed, indices, num_classes)
+            model_labels = model_classes[labels] if model_classes is not None else labels
+            pngs: list[Future] = []
+            for b in range(0, task.rows, bs):
+                images = decoder.decode(z[b:b + bs], model_labels[b:b + bs])
+                pngs.append(encoders.submit(writer.encode_png, images.cpu().numpy()))
+                bar.update(min(bs, task.rows - b))
+            intensity = family.axis(task.value, spec.train_value)
+            columns = {"label": labels.tolist(), "model_label": model_labels.tolist(), "index": list(indices),
+                       "seed": seeds, "family": [spec.family] * task.rows, "value": [task.value] * task.rows,
+                       "intensity": [intensity] * task.rows}
+            writes.append(shard_writer.submit(_store, root, task, class_names, columns, pngs, state.process_index))
+            while len(writes) > 2:  # bound the memory held by shards in flight
+                writes.pop(0).result()
+        for f in writes:
+            f.result()
+    bar.close()
+    if tasks:
+        log.info("rank %d: %d images in %.1fs", state.process_index, total, time.time() - t0)
+
+
+def _store(root, task, class_names, columns, pngs, rank):
+    columns["png"] = [b for f in pngs for b in f.result()]
+    return writer.write_shard(root, task, class_names, columns, rank)
+
+
+def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, families, class_names,
+            num_processes: int) -> dict:
+    records = []
+    for task in plan.tasks:
+        status = writer.shard_status(root, task)
+        if status != "done":
+            raise CtrlshiftError(f"{root / task.rel_path}: {status} after the run; rerun the same command to finish it")
+        records.append(writer.read_record(root, task))
+    records.sort(key=lambda r: r["path"])
+    configs = {}
+    for c in plan.configs:
+        fam = families[c.spec.prefix]
+        frac = outside_fraction(fam, c.value, c.spec.train_value, cfg.intensity.samples, cfg.intensity.alpha)
+        if c.spec.classes is not None and c.value != c.spec.train_value:
+            frac *= len(c.spec.classes) / len(class_names)
+        info = {"family": c.spec.family, "prefix": c.spec.prefix, "value": c.value,
+                "train_value": c.spec.train_value, "axis": fam.axis_name, "axis_unit": fam.axis_unit,
+                "intensity": fam.axis(c.value, c.spec.train_value), "outside_fraction": frac,
+                "shifted_classes": c.spec.classes, "family_params": dataclasses.asdict(fam.params),
+                "splits": c.splits}
+        if hasattr(fam, "centre_angle"):
+            info["centre_angle"] = fam.centre_angle(c.value, c.spec.train_value)
+        configs[c.name] = info
+    dataset_hash = stable_hash([(r["path"], r["sha256"]) for r in records])
+    manifest = {
+        "format": writer.FORMAT,
+        "name": cfg.name,
+        "ctrlshift_version": versions()["ctrlshift"],
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "config": to_dict(cfg),
+        "generator": decoder.identity(),
+        "class_names": class_names,
+        "num_classes": len(class_names),
+        "latent_shape": list(decoder.latent_shape),
+        "configs": configs,
+        "card": {"pretty_name": cfg.output.card.pretty_name or cfg.name, "license": cfg.output.card.license,
+                 "description": cfg.output.card.description},
+        "dataset_hash": dataset_hash,
+        "num_processes": num_processes,
+        "shards": records,
+    }
+    # Run-specific settings do not belong in the dataset's identity.
+    manifest["config"]["runtime"].pop("device", None)
+    writer.atomic_write_json(root / "manifest.json", manifest)
+    writer.write_card(root, manifest)
+    if cfg.output.grid:
+        writer.write_grids(root, manifest, cfg.output.grid)
+    log.info("wrote %s: %d configs, %d shards", root, len(configs), len(records))
+    return manifest
+
+
+def write_latents(cfg: GenerateConfig, prefix: str, value: float, split: str, start: int, stop: int,
+                  out: str | Path) -> Path:
+    """Latents (and labels, seeds) of samples ``start..stop-1`` without loading any checkpoint:
+    the latent shape comes from ``decoder.latent_shape`` and the class count from
+    ``decoder.num_classes`` (or ``decoder.classes``)."""
+    if cfg.decoder.latent_shape is None:
+        raise ConfigError("decoder.latent_shape: needed to draw latents without loading the model; "
+                          "set it in the config, e.g. decoder.latent_shape=[3,32,32]")
+    k = len(cfg.decoder.classes) if cfg.decoder.classes is not None else cfg.decoder.num_classes
+    if k is None:
+        raise ConfigError("decoder.num_classes: needed to draw labels without loading the model; set it in the config")
+    specs = {s.prefix: s for s in cfg.shifts}
+    if prefix not in specs:
+        raise ConfigError(f"--family: {prefix!r} is not in the config; it has {', '.join(specs)}")
+    split_cfg = getattr(cfg.splits, split)
+    if not 0 <= start < stop <= max(split_cfg.size, stop) or stop > split_cfg.size:
+        raise ConfigError(f"--indices: {start}:{stop} is outside the {split} split of {split_cfg.size} samples")
+    spec = specs[prefix]
+    family = make_families(cfg, cfg.decoder.latent_shape)[prefix]
+    family.check_value(value, "--value")
+    z, labels, seeds = sample_latents(cfg, family, spec, value, split_cfg.seed, range(start, stop), k)
+    z = z.reshape(-1, *cfg.decoder.latent_shape).numpy()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        tmp = out.with_name(f".tmp-{out.stem}.npz")
+        np.savez(tmp, latents=z, labels=labels.numpy(), seeds=np.asarray(seeds, dtype=np.int64),
+                 indices=np.arange(start, stop))
+        tmp.replace(out)
+    elif out.suffix == ".npy":
+        tmp = out.with_name(f".tmp-{out.stem}.npy")
+        np.save(tmp, z)
+        tmp.replace(out)
+    else:
+        raise ConfigError(f"--out: {str(out)!r} must end in .npy (latents) or .npz (latents, labels, seeds, indices)")
+    return out

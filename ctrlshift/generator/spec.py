@@ -1,0 +1,118 @@
+"""The typed config of the generate job (``ctrlshift generate CONFIG``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config import build, meta
+from ..errors import ConfigError, RegistryError
+from .decoders import DecoderConfig, RuntimeConfig
+from .samplers import SamplerConfig
+from .shifts import FAMILIES, PAPER_TARGET_SEED
+
+
+@dataclass
+class ShiftSpec:
+    family: str = field(metadata=meta("a registered shift family (ctrlshift families lists them)"))
+    values: list[float] = field(default_factory=list, metadata=meta(
+        "control values of the test splits; empty: the family's reference values"))
+    train_value: float | None = field(default=None, metadata=meta(
+        "value of the train and val splits; null: the family's reference train value"))
+    params: dict = field(default_factory=dict, metadata=meta("family parameters"))
+    classes: list[int] | None = field(default=None, metadata=meta(
+        "class-conditional shift: only these dataset classes move; the others stay at train_value"))
+    name: str | None = field(default=None, metadata=meta(
+        "config-name prefix (default: the family); lets one family appear twice with other params"))
+
+    @property
+    def prefix(self) -> str:
+        return self.name or self.family
+
+
+@dataclass
+class SplitSpec:
+    size: int = field(default=0, metadata=meta("number of images", min=0))
+    seed: int = field(default=0, metadata=meta("seed of the split's per-sample noise and labels", min=0))
+
+
+@dataclass
+class SplitsConfig:
+    train: SplitSpec = field(default_factory=lambda: SplitSpec(50000, 12345))
+    val: SplitSpec = field(default_factory=lambda: SplitSpec(1000, 54321))
+    test: SplitSpec = field(default_factory=lambda: SplitSpec(5000, 0))
+
+
+@dataclass
+class TargetsConfig:
+    mode: Literal["paper", "independent"] = field(default="paper", metadata=meta(
+        "paper: numpy legacy RNG, u1 then u2, shared by all families; independent: a pair per family"))
+    seed: int = field(default=PAPER_TARGET_SEED, metadata=meta("seed of the anchor directions", min=0))
+
+
+@dataclass
+class IntensityConfig:
+    samples: int = field(default=20000, metadata=meta(
+        "latents drawn per value for the outside-typical-set estimate", min=100))
+    alpha: float = field(default=0.01, metadata=meta("tail mass left out of the training typical set",
+                                                    min=1e-6, max=0.5))
+
+
+@dataclass
+class CardConfig:
+    pretty_name: str | None = None
+    license: str = field(default="other", metadata=meta("licence field of the dataset card"))
+    description: str = ""
+
+
+@dataclass
+class OutputConfig:
+    shard_size: int = field(default=1000, metadata=meta("images per parquet shard", min=1))
+    grid: int = field(default=8, metadata=meta("images per row of the sample grids (0: none)", min=0))
+    card: CardConfig = field(default_factory=CardConfig)
+
+
+@dataclass
+class GenerateConfig:
+    name: str = field(default="ctrlshift-dataset", metadata=meta("dataset name"))
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    shifts: list[ShiftSpec] = field(default_factory=list)
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+    labels: Literal["balanced", "uniform"] = field(default="balanced", metadata=meta(
+        "balanced: each class exactly once per block of K samples; uniform: i.i.d. (reference code)"))
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def validate(self, path: str = "") -> None:
+        if not self.shifts:
+            raise ConfigError("shifts: empty; list at least one {family, values} entry")
+        prefixes = set()
+        for k, spec in enumerate(self.shifts):
+            where = f"shifts.{k}"
+            try:
+                cls = FAMILIES.get(spec.family)
+            except RegistryError as exc:
+                raise ConfigError(f"{where}.family: {exc}") from None
+            build(cls.Params, dict(spec.params), f"{where}.params")
+            if spec.train_value is None:
+                spec.train_value = float(cls.default_train_value)
+            if not spec.values:
+                spec.values = [float(v) for v in cls.default_values]
+            for j, v in enumerate([spec.train_value, *spec.values]):
+                lo, hi = cls.value_range
+                if not (lo <= v <= hi) or not math.isfinite(v):
+                    key = f"{where}.train_value" if j == 0 else f"{where}.values.{j - 1}"
+                    raise ConfigError(f"{key}: {v!r} is out of range for family {spec.family!r}; "
+                                      f"expected a value in [{lo}, {hi}]")
+            if len(set(spec.values)) != len(spec.values):
+                raise ConfigError(f"{where}.values: {spec.values} repeats a value")
+            if spec.prefix in prefixes:
+                raise ConfigError(f"{where}.name: config prefix {spec.prefix!r} is used twice; "
+                                  "give one of the entries a distinct `name`")
+            prefixes.add(spec.prefix)
+        if self.decoder.classes is not None and len(set(self.decoder.classes)) != len(self.decoder.classes):
+            raise ConfigError(f"decoder.classes: {self.decoder.classes} repeats a class")
