@@ -1,0 +1,89 @@
+"""Config resolution and the one-line errors of bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctrlshift.cli import main
+from ctrlshift.config import apply_override, load_config, parse_override
+from ctrlshift.errors import ConfigError
+from ctrlshift.generator.spec import GenerateConfig
+
+from .conftest import tiny_config
+
+
+def test_order_defaults_then_yaml_then_overrides(write_config, tiny_unet_dir):
+    path = write_config(tiny_config(tiny_unet_dir))
+    cfg = load_config(GenerateConfig, path, ["sampler.steps=7", "shifts.1.values=[0, 10, 20]"])
+    assert cfg.sampler.steps == 7  # override beats the YAML's 2
+    assert cfg.runtime.batch_size == 3  # from the YAML
+    assert cfg.sampler.rho == 7.0  # component default
+    assert cfg.shifts[1].values == [0.0, 10.0, 20.0]
+    assert cfg.shifts[0].train_value == 90.0  # the family's reference default fills in
+
+
+def test_preset_by_name_and_family_defaults():
+    cfg = load_config(GenerateConfig, "cifar10-edm-overlap")
+    assert cfg.shifts[0].family == "overlap"
+    assert cfg.shifts[0].values == [0.0, 10.0, 20.0, 30.0, 40.0]
+    assert (cfg.splits.train.size, cfg.splits.train.seed) == (50000, 12345)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("sampler.step=3", "unknown key 'sampler.step'; did you mean 'sampler.steps'?"),
+    ("sampler.steps=abc", "sampler.steps: expected an integer, got 'abc'"),
+    ("sampler.steps=0", "sampler.steps: 0 is out of range; expected a value >= 1"),
+    ("sampler.name=ddpm", "sampler.name: 'ddpm' is not allowed"),
+    ("runtime.compile=maybe", "runtime.compile: expected true or false"),
+    ("labels=balance", "did you mean 'balanced'?"),
+    ("shifts.0.family=trunc", "shifts.0.family: unknown shift family 'trunc' (did you mean 'truncation'?)"),
+    ("shifts.1.values=[0, 120]", "shifts.1.values.1: 120.0 is out of range for family 'overlap'"),
+    ("shifts.1.params.mix=2", "shifts.1.params.mix: 2.0 is out of range; expected a value in [0.0, 1.0]"),
+    ("shifts.5.values=[1]", "'shifts.5' is not an index of a list of 2"),
+    ("splits.test.size=-1", "splits.test.size: -1 is out of range"),
+])
+def test_bad_values_name_key_value_and_what_is_allowed(write_config, tiny_unet_dir, override, fragment):
+    path = write_config(tiny_config(tiny_unet_dir))
+    with pytest.raises(ConfigError) as err:
+        load_config(GenerateConfig, path, [override])
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_false_string_is_false_not_truthy():
+    assert parse_override("runtime.compile=False") == ("runtime.compile", False)
+    assert parse_override("name=foo") == ("name", "foo")
+
+
+def test_override_creates_sections_and_indexes_lists():
+    data = {"shifts": [{"family": "extend"}]}
+    apply_override(data, "shifts.0.params.mix", 0.3)
+    apply_override(data, "runtime.batch_size", 8)
+    assert data == {"shifts": [{"family": "extend", "params": {"mix": 0.3}}], "runtime": {"batch_size": 8}}
+
+
+def test_cli_bad_input_exits_2_with_one_line(capsys, write_config, tiny_unet_dir, tmp_path):
+    path = write_config(tiny_config(tiny_unet_dir))
+    out = tmp_path / "out"
+    assert main(["generate", str(path), "--out", str(out), "runtime.batch_sise=4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown key 'runtime.batch_sise'; did you mean 'runtime.batch_size'? "
+                   "(allowed here: device, dtype, batch_size, compile, encode_workers)"]
+    assert not out.exists()  # nothing written
+
+
+def test_cli_missing_config_file(capsys, tmp_path):
+    assert main(["generate", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml' does not exist" in capsys.readouterr().err
+
+
+def test_cli_unknown_preset_suggests(capsys):
+    assert main(["generate", "tiyn", "--dry-run"]) == 2
+    assert "did you mean 'tiny'?" in capsys.readouterr().err
+
+
+def test_invalid_yaml_names_file_and_line(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nshifts: [\n")
+    assert main(["generate", str(bad), "--dry-run"]) == 2
+    assert "bad.yaml' line" in capsys.readouterr().err
