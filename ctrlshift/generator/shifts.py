@@ -141,6 +141,15 @@ class Targets:
 # Families
 
 
+def norm_and_cosines(z: torch.Tensor, anchors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[N, 1 + len(anchors)]``: ``|z|/sqrt(d)`` and the cosine of ``z`` with each anchor."""
+    z64 = z.double()
+    norm = z64.norm(dim=-1)
+    cols = [norm / math.sqrt(z.shape[-1])]
+    cols += [z64 @ u.double() / (norm * u.double().norm()) for u in anchors]
+    return torch.stack(cols, dim=1)
+
+
 @dataclass
 class NoParams:
     pass
@@ -244,10 +253,7 @@ class Extend(ShiftFamily):
         return (value - train_value) / 100.0 * math.pi
 
     def statistics(self, z):
-        z64 = z.double()
-        norm = z64.norm(dim=-1)
-        cos_u = z64 @ self.u.double() / (norm * self.u.double().norm())
-        return torch.stack([norm / math.sqrt(self.dim), cos_u], dim=1)
+        return norm_and_cosines(z, [self.u])
 
 
 @dataclass
@@ -289,11 +295,7 @@ class Overlap(ShiftFamily):
         return angle(self.centre(value), self.centre(train_value))
 
     def statistics(self, z):
-        z64 = z.double()
-        norm = z64.norm(dim=-1)
-        cos1 = z64 @ self.u1.double() / (norm * self.u1.double().norm())
-        cos2 = z64 @ self.u2.double() / (norm * self.u2.double().norm())
-        return torch.stack([norm / math.sqrt(self.dim), cos1, cos2], dim=1)
+        return norm_and_cosines(z, [self.u1, self.u2])
 
 
 @dataclass

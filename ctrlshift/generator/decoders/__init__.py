@@ -113,6 +113,17 @@ def import_object(spec: str, key: str = "decoder.source") -> Any:
         raise ConfigError(f"{key}: module {module_name!r} has no attribute {attr!r}") from None
 
 
+def build_module(spec: str, kwargs: dict, state_dict: str | None) -> torch.nn.Module:
+    """Call the factory named by ``spec`` with ``kwargs`` and load ``state_dict`` if given."""
+    module = import_object(spec)(**kwargs)
+    if state_dict:
+        path = Path(state_dict).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"decoder.options.state_dict: {str(path)!r} does not exist")
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return module
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """``[N, C, H, W]`` in [-1, 1] -> ``[N, H, W, 3]`` uint8: ``x*0.5+0.5``, clamp, x255, rounded
     (EDM's ``(x*127.5+128).clip(0,255)``). One channel is repeated to three."""

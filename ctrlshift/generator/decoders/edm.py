@@ -23,7 +23,7 @@ import torch
 from ...config import meta
 from ...errors import ConfigError
 from .. import samplers
-from . import DECODERS, Decoder, import_object, resolve_source, to_uint8
+from . import DECODERS, Decoder, build_module, resolve_source, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,7 @@ class EDMDecoder(Decoder):
         if _is_pickle(source):
             net = load_edm_pickle(source, self.options.edm_checkout, self.options.pickle_key)
         else:
-            factory = import_object(source)
-            net = factory(**self.options.kwargs)
-            if self.options.state_dict:
-                path = Path(self.options.state_dict)
-                if not path.is_file():
-                    raise ConfigError(f"decoder.options.state_dict: {str(path)!r} does not exist")
-                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            net = build_module(source, self.options.kwargs, self.options.state_dict)
         missing = [a for a in EDM_ATTRS if not hasattr(net, a)]
         if missing:
             raise ConfigError(f"decoder.source: {cfg.source!r} is not an EDM network; it lacks {missing}")

@@ -10,14 +10,13 @@ count come from the module's ``latent_shape`` and ``num_classes`` attributes, or
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
 
 from ...config import meta
 from ...errors import ConfigError
-from . import DECODERS, Decoder, import_object, to_uint8
+from . import DECODERS, Decoder, build_module, to_uint8
 
 
 @dataclass
@@ -36,13 +35,7 @@ class TorchDecoder(Decoder):
 
     def __init__(self, cfg, sampler, runtime):
         super().__init__(cfg, sampler, runtime)
-        factory = import_object(cfg.source)
-        module = factory(**self.options.kwargs)
-        if self.options.state_dict:
-            path = Path(self.options.state_dict)
-            if not path.is_file():
-                raise ConfigError(f"decoder.options.state_dict: {str(path)!r} does not exist")
-            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        module = build_module(cfg.source, self.options.kwargs, self.options.state_dict)
         shape = getattr(module, "latent_shape", None) or cfg.latent_shape
         if shape is None:
             raise ConfigError("decoder.latent_shape: the torch module has no latent_shape attribute; set it in the config")
