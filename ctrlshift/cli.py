@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from .errors import CtrlshiftError
 
@@ -28,16 +29,22 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _config_keys_epilog() -> str:
+def _keys_epilog(job: str) -> str:
     from .config import field_help
-    from .generator.spec import GenerateConfig
 
-    rows = field_help(GenerateConfig)
+    if job == "generate":
+        from .generator.spec import GenerateConfig as cls
+    else:
+        from .evaluation.job import EvaluateConfig as cls
+    rows = field_help(cls)
     width = max(len(k) for k, _, _ in rows)
     lines = ["config keys (YAML or key=value):"]
     for key, tp, help_ in rows:
         lines.append(f"  {key:<{width}}  {help_ or tp}")
-    lines.append("  shifts.N.family / values / train_value / params / classes / name   (a list of shifts)")
+    if job == "generate":
+        lines.append("  shifts.N.family / values / train_value / params / classes / name   (a list of shifts)")
+    else:
+        lines.append("  models.N.name / label / kwargs / pretrained / train   (a list of models)")
     return "\n".join(lines)
 
 
@@ -49,11 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.dedent("""\
             examples:
+              ctrlshift quickstart --out quickstart
               ctrlshift generate tiny --out data/tiny
               ctrlshift generate cifar10-edm-overlap --dry-run
               accelerate launch -m ctrlshift generate cifar10-edm-overlap --out data/c10-overlap
               ctrlshift latents tiny --family overlap --value 20 --split test --indices 0:8 --out z.npz
               ctrlshift export data/tiny --format imagefolder --out data/tiny-folders
+              ctrlshift evaluate quickstart-evaluate --data data/tiny --out results
+              ctrlshift build results
               ctrlshift list families
             """))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -64,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Generate a Control+Shift dataset. CONFIG is a YAML file or a preset "
                                    "name (ctrlshift list presets). Reruns resume: complete, verified shards "
                                    "are kept.",
-                       epilog=_config_keys_epilog())
+                       epilog=_keys_epilog("generate"))
     g.add_argument("config", metavar="CONFIG")
     g.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     g.add_argument("--out", help="output folder (default: datasets/<name>)")
@@ -91,8 +101,33 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True)
     ex.add_argument("--no-progress", action="store_true")
 
+    q = sub.add_parser("quickstart", help="generate, train, evaluate, tabulate and plot on the embedded model (CPU, minutes)",
+                       description="The whole pipeline offline: the three paper families from the embedded tiny "
+                                   "MNIST generator, a ResNet-20 and an MLP-Mixer trained on each base value and "
+                                   "tested at every value, then a leaderboard and plots.")
+    q.add_argument("--out", default="quickstart", help="output folder (default: ./quickstart)")
+    q.add_argument("--smoke", action="store_true", help="a seconds-long version for tests")
+    q.add_argument("--no-progress", action="store_true")
+
+    ev = sub.add_parser("evaluate", help="train classifiers on base values and test them at every value",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Sweep models x augmentations x training sizes x seeds over a ctrlshift "
+                                    "dataset. One result file per (run, family); existing files are skipped, "
+                                    "interrupted trainings resume from their checkpoint.",
+                        epilog=_keys_epilog("evaluate"))
+    ev.add_argument("config", metavar="CONFIG")
+    ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    ev.add_argument("--data", required=True, help="a dataset folder written by `ctrlshift generate`")
+    ev.add_argument("--out", default="results", help="results folder (default: ./results)")
+    ev.add_argument("--no-progress", action="store_true")
+
+    b = sub.add_parser("build", help="merge result files into CSV, a Markdown leaderboard and plots")
+    b.add_argument("results", metavar="RESULTS_DIR")
+    b.add_argument("--out", help="where to write (default: RESULTS_DIR)")
+    b.add_argument("--no-plots", action="store_true")
+
     ls = sub.add_parser("list", help="list registered components or presets")
-    ls.add_argument("what", choices=["families", "decoders", "samplers", "presets"])
+    ls.add_argument("what", choices=["families", "decoders", "samplers", "models", "presets"])
     ls.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'over*'")
     return p
 
@@ -114,6 +149,41 @@ def _cmd_generate(args) -> int:
         images = sum(s["rows"] for s in manifest["shards"])
         log.info("dataset: %s (%d configs, %d images)\n  card: %s/README.md\n  grids: %s/grids/",
                  out, len(manifest["configs"]), images, out, out)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .config import load_config
+    from .evaluation.job import EvaluateConfig, evaluate
+
+    cfg = load_config(EvaluateConfig, args.config, args.overrides)
+    paths = evaluate(cfg, args.data, args.out, progress=not args.no_progress)
+    log.info("%d result files under %s; merge them with `ctrlshift build %s`", len(paths), args.out, args.out)
+    return 0
+
+
+def _cmd_build(args) -> int:
+    from .evaluation.results import build
+
+    written = build(args.results, args.out, plots=not args.no_plots)
+    print((Path(written["markdown"])).read_text())
+    log.info("wrote %s, %s and %d plot files", written["csv"], written["markdown"], len(written["plots"]))
+    return 0
+
+
+def _cmd_quickstart(args) -> int:
+    from . import quickstart
+
+    info = quickstart.run(args.out, smoke=args.smoke, progress=not args.no_progress)
+    print(Path(info["markdown"]).read_text())
+    sec = info["seconds"]
+    print(f"done in {sec['total']:.0f}s (generate {sec['generate']:.0f}s, train + evaluate {sec['evaluate']:.0f}s)")
+    print(f"  dataset:     {info['data']}  (grids: {info['data']}/grids/)")
+    print(f"  results:     {info['results']}  (one JSON per run)")
+    print(f"  table:       {info['csv']}")
+    print(f"  leaderboard: {info['markdown']}")
+    pngs = [p for p in info["plots"] if p.endswith(".png")]
+    print(f"  plots:       {', '.join(pngs)}")
     return 0
 
 
@@ -150,6 +220,11 @@ def _cmd_list(args) -> int:
         return 0
     elif args.what == "samplers":
         from .generator.samplers import SAMPLERS as reg
+    elif args.what == "models":
+        from .evaluation.models import list_models
+
+        print("\n".join(list_models(args.pattern)))
+        return 0
     else:
         import fnmatch
 
@@ -161,7 +236,8 @@ def _cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "export": _cmd_export, "list": _cmd_list}
+COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "export": _cmd_export, "evaluate": _cmd_evaluate,
+            "build": _cmd_build, "quickstart": _cmd_quickstart, "list": _cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:
