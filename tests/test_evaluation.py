@@ -282,3 +282,33 @@ def test_quickstart_smoke(tmp_path, capsys):
     assert len(list((tmp_path / "qs" / "results").rglob("*.json"))) == 6
     for fam in ("truncation", "extend", "overlap"):
         assert (tmp_path / "qs" / "results" / "plots" / f"quickstart-{fam}.png").is_file()
+
+
+@pytest.mark.parametrize("augment", ["none", "crop", "cropflip", "randaugment", "augmix", "mixup"])
+def test_every_augmentation_preset_trains(augment):
+    train = toy_split(32)
+    pre = Preprocess.fit(train.images)
+    torch.manual_seed(0)
+    net = create_model("resnet20", 2, img_size=8, width=0.25)
+    rec = train_classifier(net, train, None, TrainConfig(epochs=1, batch_size=16), augment, 0, pre, progress=False)
+    assert math.isfinite(rec["history"][0]["loss"])
+
+
+def test_pretrained_model_is_evaluated_through_the_class_mapping(tmp_path, tiny_unet_dir):
+    """A model of the generator's label space (here 6 classes) tested on a 2-class subset."""
+    import yaml
+
+    from .conftest import tiny_config
+
+    cfg = tiny_config(tiny_unet_dir, **{"decoder.classes": [3, 1], "decoder.num_classes": 2})
+    cfg["shifts"] = [{"family": "truncation", "values": [90, 110]}]
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["generate", str(tmp_path / "g.yaml"), "--out", str(tmp_path / "ds"), "--no-progress"]) == 0
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump({
+        "models": [{"name": "resnet20", "train": False, "kwargs": {"num_classes": 6, "width": 0.25}}],
+        "device": "cpu"}))
+    assert main(["evaluate", str(tmp_path / "e.yaml"), "--data", str(tmp_path / "ds"), "--out",
+                 str(tmp_path / "r"), "--no-progress"]) == 0
+    r = res.read_result(tmp_path / "r" / "ds" / "truncation" / "resnet20__pretrained__s0.json")
+    assert r["model"]["trained"] is False and "history" not in r["training"]
+    assert len(r["metrics"]["truncation-90"]["per_class"]) == 2  # logits restricted to model classes [3, 1]

@@ -117,12 +117,20 @@ def build(root: str | Path, out: str | Path | None = None, plots: bool = True) -
     by_family: dict[tuple, list] = defaultdict(list)
     for (ds, fam, label), runs in groups.items():
         summ = {k: mean_std([run["summary"][k] for run in runs]) for k in ("base", "worst", "drop", "nauc")}
-        flip = mean_std([run["flip"]["median"] for run in runs if run.get("flip") and run["flip"].get("median") is not None])
+        medians = [run["flip"]["median"] if run["flip"]["median"] is not None else math.inf
+                   for run in runs if run.get("flip")]
+        if medians and all(math.isinf(m) for m in medians):
+            flip = f">{max(run['flip'].get('max_distance', math.nan) for run in runs):.3g}"
+        elif medians:
+            flip = f"{mean_std([m for m in medians if math.isfinite(m)])[0]:.3g}"
+        else:
+            flip = "-"
         by_family[(ds, fam)].append((label, len(runs), summ, flip, runs))
     lines.append("# Leaderboard\n")
     lines.append("Accuracy (%) of models trained on the base value and tested at every intensity; "
                  "mean ± std over seeds. nAUC: mean accuracy over the intensity range. "
-                 "Flip: median distance from the base at which a correct prediction turns wrong.\n")
+                 "Flip: median distance from the base value (on the family's axis) at which a correct "
+                 "prediction turns wrong; >x when most never do within the sweep.\n")
     for (ds, fam), entries in sorted(by_family.items()):
         axis = entries[0][4][0]["dataset"].get("axis", "intensity")
         lines.append(f"## {ds} / {fam} (axis: {axis})\n")
@@ -130,9 +138,8 @@ def build(root: str | Path, out: str | Path | None = None, plots: bool = True) -
         lines.append("|---|---|---|---|---|---|---|---|")
         entries.sort(key=lambda e: -e[2]["nauc"][0])
         for k, (label, n, summ, flip, _) in enumerate(entries, 1):
-            fl = "-" if math.isnan(flip[0]) else f"{flip[0]:.3g}"
             lines.append(f"| {k} | {label} | {n} | {_fmt(*summ['base'], n)} | {_fmt(*summ['worst'], n)} | "
-                         f"{_fmt(*summ['drop'], n)} | {_fmt(*summ['nauc'], n)} | {fl} |")
+                         f"{_fmt(*summ['drop'], n)} | {_fmt(*summ['nauc'], n)} | {flip} |")
         lines.append("")
     atomic_write_bytes(out / "leaderboard.md", "\n".join(lines).encode())
     written = {"csv": str(out / "results.csv"), "markdown": str(out / "leaderboard.md"), "plots": []}
@@ -141,7 +148,27 @@ def build(root: str | Path, out: str | Path | None = None, plots: bool = True) -
     return written
 
 
+def _draw(ax, ds: str, fam: str, entries: list) -> None:
+    first = entries[0][4][0]
+    for label, n, _, _, runs in entries:
+        configs = sorted(runs[0]["metrics"], key=lambda c: runs[0]["metrics"][c].get("distance", 0.0))
+        x = np.array([runs[0]["metrics"][c]["intensity"] for c in configs])
+        ys = np.array([[run["metrics"][c]["top1"] * 100 for c in configs] for run in runs])
+        mean = ys.mean(0)
+        line, = ax.plot(x, mean, marker="o", ms=3.5, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
+        if n > 1:
+            std = ys.std(0, ddof=1)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+    unit = first["dataset"].get("axis_unit") or ""
+    ax.set_xlabel(f"{first['dataset'].get('axis', 'intensity')}" + (f" ({unit})" if unit else ""))
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{ds}: {fam}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False)
+
+
 def plot_families(by_family: dict, folder: Path) -> list[str]:
+    """One figure per family, and one per dataset with every family side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,25 +178,21 @@ def plot_families(by_family: dict, folder: Path) -> list[str]:
     paths = []
     for (ds, fam), entries in sorted(by_family.items()):
         fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=120)
-        first = entries[0][4][0]
-        for label, n, _, _, runs in entries:
-            configs = sorted(runs[0]["metrics"], key=lambda c: runs[0]["metrics"][c].get("distance", 0.0))
-            x = np.array([runs[0]["metrics"][c]["intensity"] for c in configs])
-            ys = np.array([[run["metrics"][c]["top1"] * 100 for c in configs] for run in runs])
-            mean = ys.mean(0)
-            line, = ax.plot(x, mean, marker="o", ms=3.5, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
-            if n > 1:
-                std = ys.std(0, ddof=1)
-                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
-        unit = first["dataset"].get("axis_unit") or ""
-        ax.set_xlabel(f"{first['dataset'].get('axis', 'intensity')}" + (f" ({unit})" if unit else ""))
-        ax.set_ylabel("top-1 accuracy (%)")
-        ax.set_title(f"{ds}: {fam}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False)
+        _draw(ax, ds, fam, entries)
         fig.tight_layout()
         for ext in ("png", "svg"):
             path = folder / f"{ds}-{fam}.{ext}"
+            fig.savefig(path)
+            paths.append(str(path))
+        plt.close(fig)
+    for ds in sorted({d for d, _ in by_family}):
+        fams = sorted(f for d, f in by_family if d == ds)
+        fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.4), dpi=110, squeeze=False)
+        for ax, fam in zip(axes[0], fams):
+            _draw(ax, ds, fam, by_family[(ds, fam)])
+        fig.tight_layout()
+        for ext in ("png", "svg"):
+            path = folder / f"{ds}-all.{ext}"
             fig.savefig(path)
             paths.append(str(path))
         plt.close(fig)
