@@ -16,19 +16,16 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
 def main(argv=None) -> dict:
     from ctrlshift.config import load_config
-    from ctrlshift.evaluation.data import Dataset, Split
+    from ctrlshift.evaluation.data import Dataset, mnist5k
     from ctrlshift.evaluation.models import create_model
     from ctrlshift.evaluation.train import Preprocess, TrainConfig, predict, train_classifier
     from ctrlshift.generator.job import generate
     from ctrlshift.generator.spec import GenerateConfig
-
-    from train_tiny_generator import mnist_5k
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1000, help="generated images per family")
@@ -37,12 +34,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = p.parse_args(argv)
 
-    x, y = mnist_5k(16)
-    images = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).expand(-1, -1, -1, 3)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    tr, te = perm[:4000], perm[4000:]
-    train = Split(images[tr].contiguous(), y[tr], tr)
-    test = Split(images[te].contiguous(), y[te], te)
+    train, test, _ = mnist5k(16, seed=0, test=1000)
     pre = Preprocess.fit(train.images)
     torch.manual_seed(0)
     net = create_model("resnet20", 10, img_size=16)
@@ -70,7 +62,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
     main()
