@@ -23,10 +23,11 @@ OVERRIDES_HELP = "dotted overrides applied after the YAML, e.g. sampler.steps=18
 def _setup_logging(verbose: bool) -> None:
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
     level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
-    logging.basicConfig(level=level, format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s",
+    # Other libraries (open_clip logs to the root logger) stay at WARNING unless --verbose.
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
-    for noisy in ("diffusers", "accelerate", "urllib3", "PIL", "matplotlib", "datasets", "fsspec"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("ctrlshift").setLevel(level)
 
 
 def _keys_epilog(job: str) -> str:
@@ -137,6 +138,19 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="probes", help="output folder (default: ./probes)")
     pr.add_argument("--no-progress", action="store_true")
 
+    gp = sub.add_parser("gap", help="modality gap of a VLM: metrics, corrections, robustness (or `gap toy`)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Measure the modality gap of a VLM's embeddings, fit the projected gap shift "
+                                    "(and the mean and Liang baselines), and report robustness to noise, "
+                                    "quantisation and template rewording over alpha, with clean accuracy beside it. "
+                                    "`ctrlshift gap toy [key=value ...]` runs the InfoNCE toy simulation instead.",
+                        epilog="examples:\n  ctrlshift gap gap-tiny-clip --out gap\n"
+                               "  ctrlshift gap gap-tiny-clip data.source=datasets/tiny --out gap-tiny\n"
+                               "  ctrlshift gap toy n=4 dim=8 temperature=0.05 --out toy")
+    gp.add_argument("config", metavar="CONFIG", help="YAML, preset (gap-tiny-clip), or `toy`")
+    gp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    gp.add_argument("--out", default="gap", help="output folder (default: ./gap)")
+
     ls = sub.add_parser("list", help="list registered components or presets")
     ls.add_argument("what", choices=["families", "decoders", "samplers", "models", "presets"])
     ls.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'over*'")
@@ -209,6 +223,52 @@ def _cmd_probe(args) -> int:
     return 0
 
 
+def _cmd_gap(args) -> int:
+    from .config import build, load_config
+
+    out = Path(args.out)
+    if args.config == "toy":
+        from .config import apply_override, parse_override
+        from .generator.writer import atomic_write_json
+        from .gap.toy import ToyConfig, plot_toy, simulate
+
+        data: dict = {}
+        for text in args.overrides:
+            apply_override(data, *parse_override(text))
+        cfg = build(ToyConfig, data)
+        result = simulate(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "toy.json", {"schema": "ctrlshift-gap-toy/1", "config": vars(cfg),
+                                             "history": result["history"]})
+        plots = plot_toy(result, cfg, out / "toy.png")
+        first, last = result["history"][0], result["history"][-1]
+        for name, r in (("start", first), ("end", last)):
+            print(f"{name:>5}: loss {r['loss']:.4f}, gap {r['gap_norm']:.3f}, variance share along gap "
+                  f"x {r['var_share_x']:.2e} y {r['var_share_y']:.2e}, gap inside span x {r['gap_in_span_x']:.3f} "
+                  f"y {r['gap_in_span_y']:.3f}")
+        log.info("wrote %s/toy.json and %s", out, ", ".join(plots))
+        return 0
+    from .gap.job import GapConfig, run
+
+    cfg = load_config(GapConfig, args.config, args.overrides)
+    result = run(cfg, out)
+    rep = result["report"]
+    print(f"gap |mean(text) - mean(image)| = {rep['classes']['l2m']:.3f}; RMG {rep['pairs']['rmg']:.3f}; "
+          f"gap inside the text span {rep['classes']['gap_in_span_text']:.3f}, image span {rep['classes']['gap_in_span_image']:.3f}")
+    print(f"clean zero-shot top-1 {100 * rep['clean_top1']:.1f}%; reworded: "
+          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in rep["reworded_top1"].items()))
+    for kind, rows in result["curves"].items():
+        print(f"{kind} correction:")
+        for r in rows:
+            noise = " ".join(f"{100 * v:.1f}" for v in r["noise"].values())
+            quant = " ".join(f"{100 * v:.1f}" for v in r["quantisation"].values())
+            tpl = " ".join(f"{100 * v['unchanged']:.1f}" for v in r.get("templates", {}).values())
+            print(f"  alpha {r['alpha']:<5} clean {100 * r['clean_top1']:5.1f}% | noise {noise} | quant {quant} | reworded {tpl}")
+    log.info("wrote %s (gap_metrics.json, robustness.json, corrections/, %s)", out,
+             ", ".join(Path(p).name for p in result["plots"]))
+    return 0
+
+
 def _cmd_quickstart(args) -> int:
     from . import quickstart
 
@@ -275,7 +335,8 @@ def _cmd_list(args) -> int:
 
 
 COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "export": _cmd_export, "evaluate": _cmd_evaluate,
-            "build": _cmd_build, "quickstart": _cmd_quickstart, "probe": _cmd_probe, "list": _cmd_list}
+            "build": _cmd_build, "quickstart": _cmd_quickstart, "probe": _cmd_probe, "gap": _cmd_gap,
+            "list": _cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

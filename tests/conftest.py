@@ -58,3 +58,19 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+def byte_clip_tokenizer(root: Path):
+    """A CLIP tokenizer over single bytes (no merges), written to ``root``: enough for tiny
+    text encoders, with nothing to download."""
+    import json
+
+    from transformers import CLIPTokenizer
+
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars = [chr(b) for b in printable] + [chr(256 + k) for k in range(256 - len(printable))]
+    vocab = {t: k for k, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=77), vocab

@@ -230,15 +230,12 @@ def test_to_uint8_rounds_like_edm():
 def tiny_sd_dir(tmp_path_factory):
     """A Stable Diffusion pipeline of tiny random parts, with a byte-level CLIP tokenizer."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .conftest import byte_clip_tokenizer
 
     root = tmp_path_factory.mktemp("tiny-sd")
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    chars = [chr(b) for b in printable] + [chr(256 + k) for k in range(256 - len(printable))]
-    vocab = {t: k for k, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=77)
+    tok, vocab = byte_clip_tokenizer(root)
     torch.manual_seed(0)
     end = vocab["<|endoftext|>"]
     te = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -1,0 +1,210 @@
+"""``ctrlshift gap CONFIG --out DIR``: measure, correct and stress the modality gap of a VLM.
+
+Writes to DIR: ``gap_metrics.json``, ``pca.png``, ``corrections/<kind>.json|.pt`` (fitted once,
+reusable), ``robustness.json`` and ``robustness.png`` (curves over alpha, clean accuracy beside),
+and, for a ctrlshift dataset, zero-shot accuracy at every intensity as result files in the shared
+schema (``DIR/results``), which ``ctrlshift build`` merges with classifier results.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..config import meta, to_dict
+from ..errors import ConfigError
+from ..evaluation.data import Dataset, mnist5k
+from ..evaluation.metrics import classification_metrics
+from ..evaluation.results import SCHEMA as RESULT_SCHEMA, write_result
+from ..evaluation.robustness import distances, flip_intensities, flip_summary, sweep_summary
+from ..evaluation.vlm import VLMConfig, cached_embeddings, load_templates, load_vlm
+from ..generator.writer import atomic_write_json
+from ..provenance import git_commit, versions
+from . import corrections
+from .metrics import gap_report
+from .robustness import robustness_curves
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GapData:
+    source: str = field(default="mnist5k", metadata=meta("mnist5k (held-out real digits) or a ctrlshift dataset folder"))
+    config: str | None = field(default=None, metadata=meta(
+        "dataset config used for the gap and the corrections (default: the first family's base)"))
+    split: str = field(default="test", metadata=meta("split used for the gap and the corrections"))
+    size: int = field(default=16, metadata=meta("image size for mnist5k", min=4))
+
+
+@dataclass
+class CorrectionSweep:
+    kinds: list[str] = field(default_factory=lambda: ["projected", "mean", "liang"])
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5])
+    renormalize: bool = field(default=True, metadata=meta("re-normalise corrected image embeddings"))
+
+
+@dataclass
+class RobustnessConfig:
+    sigma2: list[float] = field(default_factory=lambda: [0.005, 0.022, 0.040])
+    bins: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    trials: int = field(default=5, metadata=meta("noise draws per point", min=1))
+    seed: int = 0
+
+
+@dataclass
+class GapConfig:
+    vlm: VLMConfig = field(default_factory=VLMConfig)
+    data: GapData = field(default_factory=GapData)
+    templates: str = field(default="mnist", metadata=meta(
+        "packaged template set (mnist, cifar10, imagenet10) or a JSON file; its first set is the "
+        "reference, the others are rewordings"))
+    correction: CorrectionSweep = field(default_factory=CorrectionSweep)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    zero_shot: bool = field(default=True, metadata=meta("zero-shot accuracy at every intensity (ctrlshift datasets)"))
+
+    def validate(self, path: str = "") -> None:
+        bad = [k for k in self.correction.kinds if k not in corrections.KINDS]
+        if bad:
+            raise ConfigError(f"correction.kinds: {bad} are not corrections; expected some of {', '.join(corrections.KINDS)}")
+
+
+def run(cfg: GapConfig, out: str | Path) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vlm = load_vlm(cfg.vlm)
+    tpl = load_templates(cfg.templates)
+    sets = list(tpl["templates"])
+    ref_set, others = sets[0], sets[1:]
+
+    ds = None
+    if cfg.data.source == "mnist5k":
+        _, split, class_names = mnist5k(cfg.data.size)
+        key = {"data": "mnist5k", "size": cfg.data.size, "split": "heldout"}
+    else:
+        ds = Dataset.open(cfg.data.source)
+        config = cfg.data.config or next(f["base"] for f in ds.families().values() if f["base"])
+        split = ds.load(config, cfg.data.split)
+        class_names = ds.class_names
+        key = {"data": ds.dataset_hash, "config": config, "split": cfg.data.split}
+    names = tpl.get("classes") or class_names
+    if len(names) != len(class_names):
+        raise ConfigError(f"templates: {len(names)} class names for a dataset of {len(class_names)} classes")
+    cache = out / "cache"
+    X = cached_embeddings(vlm, split.images, cache, key, cfg.vlm.batch_size).double()
+    T = vlm.class_embeddings(names, tpl["templates"][ref_set]).double()
+    reworded = {s: vlm.class_embeddings(names, tpl["templates"][s]).double() for s in others}
+    labels = split.labels
+
+    report = {"schema": "ctrlshift-gap/1", "vlm": vlm.identity, "data": key, "templates": cfg.templates,
+              "reference_templates": ref_set, "n_images": len(X), "dim": X.shape[1],
+              "classes": gap_report(X, T), "pairs": gap_report(X, T[labels], paired=True),
+              "clean_top1": float(((X @ T.T).argmax(1) == labels).double().mean()),
+              "reworded_top1": {s: float(((X @ R.T).argmax(1) == labels).double().mean()) for s, R in reworded.items()},
+              "config": to_dict(cfg), "ctrlshift_version": versions()["ctrlshift"], "git_commit": git_commit()}
+    atomic_write_json(out / "gap_metrics.json", report)
+
+    curves = {}
+    for kind in cfg.correction.kinds:
+        c = corrections.fit(kind, X, T, 1.0, cfg.correction.renormalize,
+                            source={"vlm": vlm.identity, "data": key, "templates": ref_set})
+        c.save(out / "corrections" / kind)
+        r = cfg.robustness
+        curves[kind] = robustness_curves(X, T, labels, c, cfg.correction.alphas, r.sigma2, r.bins, reworded,
+                                         r.trials, r.seed)
+    atomic_write_json(out / "robustness.json", {"schema": "ctrlshift-gap-robustness/1", "vlm": vlm.identity,
+                                                "data": key, "curves": curves})
+    plots = [plot_pca(X, T, labels, out / "pca.png"), plot_robustness(curves, out / "robustness.png")]
+    results = []
+    if ds is not None and cfg.zero_shot:
+        results = zero_shot_results(vlm, ds, names, tpl["templates"][ref_set], cache, cfg, out / "results")
+    return {"report": report, "curves": curves, "plots": plots, "results": results}
+
+
+def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig, out: Path) -> list[Path]:
+    """Zero-shot accuracy at every value of every family, in the shared result schema."""
+    T = vlm.class_embeddings(names, templates)
+    label = cfg.vlm.name.replace("/", "_").replace(":", "_")
+    paths = []
+    for fam, info in ds.families().items():
+        configs = info["tests"]
+        intensities = [ds.configs[c]["intensity"] for c in configs]
+        metrics, correct = {}, []
+        for config, d in zip(configs, distances(intensities)):
+            split = ds.load(config, "test")
+            X = cached_embeddings(vlm, split.images, cache, {"data": ds.dataset_hash, "config": config, "split": "test"})
+            logits = 100.0 * X @ T.T
+            m = classification_metrics(logits, split.labels)
+            m.update(value=ds.configs[config]["value"], intensity=ds.configs[config]["intensity"], distance=float(d))
+            metrics[config] = m
+            correct.append((logits.argmax(1) == split.labels).numpy())
+        path = out / ds.root.name / fam / f"{label}__zeroshot.json"
+        write_result(path, {
+            "schema": RESULT_SCHEMA, "task": "zero-shot", "run_id": f"{label}__zeroshot",
+            "model": {"name": cfg.vlm.name, "label": f"{cfg.vlm.name} (zero-shot)", **vlm.identity},
+            "dataset": {"path": str(ds.root), "name": ds.root.name, "hash": ds.dataset_hash, "family": fam,
+                        "base_config": info["base"], "axis": info["axis"], "axis_unit": info["axis_unit"]},
+            "preprocessing": {"templates": templates}, "training": None, "seed": 0, "metrics": metrics,
+            "summary": sweep_summary(intensities, [metrics[c]["top1"] for c in configs]),
+            "flip": flip_summary(intensities, flip_intensities(intensities, np.stack(correct))),
+            "ctrlshift_version": versions()["ctrlshift"], "git_commit": git_commit(), "versions": versions()})
+        paths.append(path)
+    return paths
+
+
+def plot_pca(X: torch.Tensor, T: torch.Tensor, labels: torch.Tensor, path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Z = torch.cat([X, T]).double()
+    mean = Z.mean(0)
+    _, _, vh = torch.linalg.svd(Z - mean, full_matrices=False)
+    px, pt = ((X - mean) @ vh[:2].T).numpy(), ((T - mean) @ vh[:2].T).numpy()
+    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=110)
+    ax.scatter(px[:, 0], px[:, 1], s=6, c=labels.numpy(), cmap="tab10", alpha=0.6, label="images")
+    ax.scatter(pt[:, 0], pt[:, 1], s=90, c=np.arange(len(T)), cmap="tab10", marker="*", edgecolors="k",
+               label="class texts")
+    ax.set_title("PCA of image and text embeddings (joint)")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_robustness(curves: dict, path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(curves)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.6), dpi=110, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        rows = curves[kind]
+        a = [r["alpha"] for r in rows]
+        for s in rows[0]["noise"]:
+            ax.plot(a, [100 * r["noise"][s] for r in rows], marker="o", ms=3, label=f"noise s2={s}")
+        for b in list(rows[0]["quantisation"])[:2]:
+            ax.plot(a, [100 * r["quantisation"][b] for r in rows], marker="s", ms=3, ls="--", label=f"quant {b} bins")
+        for t in rows[0].get("templates", {}):
+            ax.plot(a, [100 * r["templates"][t]["unchanged"] for r in rows], marker="^", ms=3, ls=":",
+                    label=f"reworded ({t})")
+        ax.plot(a, [100 * r["clean_top1"] for r in rows], color="k", lw=2, label="clean top-1")
+        ax.set_xlabel("alpha (0: none, 1: gap closed)")
+        ax.set_ylabel("unchanged predictions / accuracy (%)")
+        ax.set_title(f"{kind} correction")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
