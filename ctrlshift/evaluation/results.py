@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CtrlshiftError
+from ..plotting import pyplot, save
 from ..generator.writer import atomic_write_bytes, atomic_write_json
 from .robustness import mean_std
 
@@ -169,33 +170,21 @@ def _draw(ax, ds: str, fam: str, entries: list) -> None:
 
 def plot_families(by_family: dict, folder: Path) -> list[str]:
     """One figure per family, and one per dataset with every family side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for (ds, fam), entries in sorted(by_family.items()):
         fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=120)
         _draw(ax, ds, fam, entries)
         fig.tight_layout()
-        for ext in ("png", "svg"):
-            path = folder / f"{ds}-{fam}.{ext}"
-            fig.savefig(path)
-            paths.append(str(path))
-        plt.close(fig)
+        paths += save(fig, folder / f"{ds}-{fam}")
     for ds in sorted({d for d, _ in by_family}):
         fams = sorted(f for d, f in by_family if d == ds)
         fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.4), dpi=110, squeeze=False)
         for ax, fam in zip(axes[0], fams):
             _draw(ax, ds, fam, by_family[(ds, fam)])
         fig.tight_layout()
-        for ext in ("png", "svg"):
-            path = folder / f"{ds}-all.{ext}"
-            fig.savefig(path)
-            paths.append(str(path))
-        plt.close(fig)
+        paths += save(fig, folder / f"{ds}-all")
     return paths
 
 

@@ -89,7 +89,10 @@ def _device(name: str) -> torch.device:
 
 class OpenClipVLM(VLM):
     def __init__(self, cfg: VLMConfig):
-        import open_clip
+        try:
+            import open_clip
+        except ImportError:
+            raise ConfigError("vlm.backend: open_clip is not installed; pip install 'ctrlshift[vlm]'") from None
 
         name = cfg.name
         if name.startswith("ctrlshift://"):
@@ -124,7 +127,10 @@ class OpenClipVLM(VLM):
 
 class TransformersVLM(VLM):
     def __init__(self, cfg: VLMConfig):
-        from transformers import AutoModel, AutoProcessor
+        try:
+            from transformers import AutoModel, AutoProcessor
+        except ImportError:
+            raise ConfigError("vlm.backend: transformers is not installed; pip install 'ctrlshift[vlm]'") from None
 
         self.device = _device(cfg.device)
         try:

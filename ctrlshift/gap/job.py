@@ -24,6 +24,7 @@ from ..evaluation.results import SCHEMA as RESULT_SCHEMA, write_result
 from ..evaluation.robustness import distances, flip_intensities, flip_summary, sweep_summary
 from ..evaluation.vlm import VLMConfig, cached_embeddings, load_templates, load_vlm
 from ..generator.writer import atomic_write_json
+from ..plotting import pyplot, save
 from ..provenance import git_commit, versions
 from . import corrections
 from .metrics import gap_report
@@ -157,11 +158,7 @@ def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig,
 
 
 def plot_pca(X: torch.Tensor, T: torch.Tensor, labels: torch.Tensor, path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     Z = torch.cat([X, T]).double()
     mean = Z.mean(0)
     _, _, vh = torch.linalg.svd(Z - mean, full_matrices=False)
@@ -175,17 +172,11 @@ def plot_pca(X: torch.Tensor, T: torch.Tensor, labels: torch.Tensor, path: Path)
     ax.set_ylabel("PC 2")
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return str(path)
+    return save(fig, path.with_suffix(""), ("png",))[0]
 
 
 def plot_robustness(curves: dict, path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     kinds = list(curves)
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.6), dpi=110, squeeze=False)
     for ax, kind in zip(axes[0], kinds):
@@ -205,6 +196,4 @@ def plot_robustness(curves: dict, path: Path) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return str(path)
+    return save(fig, path.with_suffix(""), ("png",))[0]

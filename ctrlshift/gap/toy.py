@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import meta
+from ..plotting import pyplot, save
 from .metrics import gap_vector, normalize, span_fraction, variance_along
 
 
@@ -95,11 +96,7 @@ def simulate(cfg: ToyConfig) -> dict:
 
 
 def plot_toy(result: dict, cfg: ToyConfig, path: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     h = result["history"]
     steps = [r["step"] for r in h]
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.3), dpi=110)
@@ -121,11 +118,7 @@ def plot_toy(result: dict, cfg: ToyConfig, path: Path) -> list[str]:
     fig.suptitle(f"toy: n={cfg.n}, dim={cfg.dim}, init={cfg.init}, {'sphere' if cfg.sphere else 'unnormalised'}, "
                  f"tau={cfg.temperature}", fontsize=9)
     fig.tight_layout()
-    paths = []
-    for ext in ("png", "svg"):
-        fig.savefig(path.with_suffix(f".{ext}"))
-        paths.append(str(path.with_suffix(f".{ext}")))
-    plt.close(fig)
+    paths = save(fig, path.with_suffix(""))
     if cfg.dim in (2, 3):
         fig = plt.figure(figsize=(8, 3.8), dpi=110)
         for k, (title, x, y) in enumerate((("start", result["x0"], result["y0"]), ("end", result["x"], result["y"]))):
@@ -136,8 +129,5 @@ def plot_toy(result: dict, cfg: ToyConfig, path: Path) -> list[str]:
             ax.set_title(title)
             ax.legend(fontsize=7, frameon=False)
         fig.tight_layout()
-        p = path.with_name(path.stem + "-points.png")
-        fig.savefig(p)
-        paths.append(str(p))
-        plt.close(fig)
+        paths += save(fig, path.with_name(path.stem + "-points"), ("png",))
     return paths

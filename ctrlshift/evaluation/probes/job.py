@@ -15,6 +15,7 @@ import torch
 from ...config import meta, to_dict
 from ...errors import ConfigError
 from ...generator.writer import atomic_write_json
+from ...plotting import pyplot, save
 from ...provenance import git_commit, versions
 from ..data import Dataset, Split, mnist5k
 from ..job import ModelSpec
@@ -143,12 +144,7 @@ def _correlations(runs: list[dict]) -> dict:
 
 
 def plot_first_layer(result: dict, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
+    plt = pyplot()
     models = sorted({r["model"] for r in result["runs"]})
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), dpi=110, squeeze=False)
     idx = np.arange(1, len(result["eigvals"]) + 1)
@@ -166,11 +162,7 @@ def plot_first_layer(result: dict, out: Path) -> list[str]:
         ax.legend(fontsize=6, frameon=False)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(out / f"first_layer.{ext}")
-        paths.append(str(out / f"first_layer.{ext}"))
-    plt.close(fig)
-    return paths
+    return save(fig, out / "first_layer")
 
 
 # -- outliers -------------------------------------------------------------------------------------
@@ -220,11 +212,7 @@ def run_outliers(cfg: OutliersConfig, out: str | Path, progress: bool = True) ->
 
 
 def plot_outliers(result: dict, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4), dpi=110)
     for r in result["runs"]:
         k = np.sort(np.array(r["outliers"]["kurtosis_all"]))[::-1]
@@ -242,9 +230,4 @@ def plot_outliers(result: dict, out: Path) -> list[str]:
         a.grid(alpha=0.3)
         a.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    paths = []
-    for ext in ("png", "svg"):
-        fig.savefig(out / f"outliers.{ext}")
-        paths.append(str(out / f"outliers.{ext}"))
-    plt.close(fig)
-    return paths
+    return save(fig, out / "outliers")
