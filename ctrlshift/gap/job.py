@@ -18,7 +18,7 @@ import torch
 
 from ..config import meta, to_dict
 from ..errors import ConfigError
-from ..evaluation.data import Dataset, mnist5k
+from ..evaluation.data import Dataset, load_imagefolder, load_torchvision, mnist5k
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.results import SCHEMA as RESULT_SCHEMA, write_result
 from ..evaluation.robustness import distances, flip_intensities, flip_summary, sweep_summary
@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GapData:
-    source: str = field(default="mnist5k", metadata=meta("mnist5k (held-out real digits) or a ctrlshift dataset folder"))
+    source: str = field(default="mnist5k", metadata=meta(
+        "mnist5k (held-out real digits), a ctrlshift dataset folder, an ImageFolder tree, or "
+        "torchvision:<Dataset>:<root>[:train|test]"))
     config: str | None = field(default=None, metadata=meta(
         "dataset config used for the gap and the corrections (default: the first family's base)"))
     split: str = field(default="test", metadata=meta("split used for the gap and the corrections"))
@@ -86,6 +88,12 @@ def run(cfg: GapConfig, out: str | Path) -> dict:
     if cfg.data.source == "mnist5k":
         _, split, class_names = mnist5k(cfg.data.size)
         key = {"data": "mnist5k", "size": cfg.data.size, "split": "heldout"}
+    elif cfg.data.source.startswith("torchvision:"):
+        split, class_names = load_torchvision(cfg.data.source)
+        key = {"data": cfg.data.source}
+    elif not (Path(cfg.data.source) / "manifest.json").is_file() and Path(cfg.data.source).is_dir():
+        split, class_names = load_imagefolder(cfg.data.source)
+        key = {"data": str(Path(cfg.data.source).resolve()), "kind": "imagefolder", "n": len(split)}
     else:
         ds = Dataset.open(cfg.data.source)
         config = cfg.data.config or next(f["base"] for f in ds.families().values() if f["base"])

@@ -21,6 +21,7 @@ from ..data import Dataset, Split, mnist5k
 from ..job import ModelSpec
 from ..models import create_model
 from ..train import Preprocess, TrainConfig, predict, train_classifier
+from ..vlm import VLMConfig, load_templates, load_vlm
 from .first_layer import (energy_profile, filter_matrix, find_first_conv, fit_linear_cnn, patch_basis, pearson)
 from .outliers import kurtosis, outlier_dimensions, privileged_directions, pruning_curve
 
@@ -61,6 +62,9 @@ class OutliersConfig:
     top: int = field(default=10, metadata=meta("outlier dimensions reported", min=1))
     axis: Literal["images", "features"] = field(default="images", metadata=meta(
         "kurtosis per feature dimension across images, or per image across dimensions"))
+    vlm: VLMConfig | None = field(default=None, metadata=meta(
+        "probe a VLM image encoder instead of trained classifiers; its head is the zero-shot text head"))
+    templates: str = field(default="mnist", metadata=meta("prompt set of the VLM's zero-shot head"))
     device: str = "auto"
 
 
@@ -190,25 +194,33 @@ def run_outliers(cfg: OutliersConfig, out: str | Path, progress: bool = True) ->
     pre = Preprocess.fit(train.images)
     cpu, device = _device(cfg.device)
     runs = []
-    for spec, seed in itertools.product(cfg.models, cfg.seeds):
+    if cfg.vlm is not None:  # a VLM image encoder, read by its zero-shot head (class-text embeddings)
+        vlm = load_vlm(cfg.vlm)
+        tpl = load_templates(cfg.templates)
+        w = vlm.class_embeddings(tpl.get("classes") or names, next(iter(tpl["templates"].values())))
+        feats = vlm.image_embeddings(test.images, cfg.vlm.batch_size)
+        runs.append(_outlier_run(cfg.vlm.name, 0, feats, w, None, test.labels, cfg))
+    for spec, seed in ([] if cfg.vlm is not None else itertools.product(cfg.models, cfg.seeds)):
         torch.manual_seed(seed)
         model = create_model(spec.name, len(names), img_size=pre.img_size, **spec.kwargs)
         train_classifier(model, train, None, cfg.train, "none", seed, pre, progress=progress, cpu=cpu)
         model = model.to(device)
         feats, w, b = features_and_head(model, test, pre, device)
-        outl = outlier_dimensions(feats, cfg.top)
-        priv = privileged_directions(w, feats)
-        curve = pruning_curve(w, b, feats, test.labels, priv["directions"])
-        runs.append({"model": spec.label or spec.name, "seed": seed, "dim": feats.shape[1],
-                     "outliers": outl, "axis": cfg.axis,
-                     "kurtosis_per_image_median": float(kurtosis(feats, "features").median()),
-                     "privileged": {k: v for k, v in priv.items() if k != "directions"},
-                     "pruning": curve})
+        runs.append(_outlier_run(spec.label or spec.name, seed, feats, w, b, test.labels, cfg))
     result = {"schema": SCHEMA, "probe": "outliers", "config": to_dict(cfg), "data": cfg.data.source, "runs": runs,
               "ctrlshift_version": versions()["ctrlshift"], "git_commit": git_commit(), "versions": versions()}
     atomic_write_json(out / "outliers.json", result)
     result["plots"] = plot_outliers(result, out)
     return result
+
+
+def _outlier_run(name: str, seed: int, feats, w, b, labels, cfg: OutliersConfig) -> dict:
+    priv = privileged_directions(w, feats)
+    return {"model": name, "seed": seed, "dim": feats.shape[1], "axis": cfg.axis,
+            "outliers": outlier_dimensions(feats, cfg.top, cfg.axis),
+            "kurtosis_per_image_median": float(kurtosis(feats, "features").median()),
+            "privileged": {k: v for k, v in priv.items() if k != "directions"},
+            "pruning": pruning_curve(w, b, feats, labels, priv["directions"])}
 
 
 def plot_outliers(result: dict, out: Path) -> list[str]:

@@ -34,13 +34,20 @@ def kurtosis(acts: torch.Tensor, axis: Literal["images", "features"] = "images")
     return m4 / m2.clamp_min(1e-30) ** 2
 
 
-def outlier_dimensions(acts: torch.Tensor, top: int = 10) -> dict:
-    k = kurtosis(acts, "images")
+def outlier_dimensions(acts: torch.Tensor, top: int = 10, axis: Literal["images", "features"] = "images") -> dict:
+    """The ``top`` entries by kurtosis along ``axis``. ``images``: feature dimensions (``dims``),
+    with the ratio of each one's mean |activation| to the median dimension's. ``features``: images
+    (``dims`` then holds image indices), with the ratio of each image's largest |activation| to its
+    median |activation|."""
+    k = kurtosis(acts, axis)
     order = torch.argsort(k, descending=True)[:top]
-    mag = acts.double().abs().mean(0)
-    median = float(mag.median().clamp_min(1e-30))
-    return {"dims": order.tolist(), "kurtosis": k[order].tolist(),
-            "magnitude_ratio": (mag[order] / median).tolist(),
+    a = acts.double().abs()
+    if axis == "images":
+        mag = a.mean(0)
+        ratio = mag[order] / mag.median().clamp_min(1e-30)
+    else:
+        ratio = a.max(1).values[order] / a.median(1).values[order].clamp_min(1e-30)
+    return {"axis": axis, "dims": order.tolist(), "kurtosis": k[order].tolist(), "magnitude_ratio": ratio.tolist(),
             "kurtosis_median": float(k.median()), "kurtosis_all": k.tolist()}
 
 
