@@ -71,7 +71,7 @@ def test_flip_intensity_per_image():
     assert flips[0] == 20 and flips[1] == 10 and np.isinf(flips[2]) and np.isnan(flips[3])
     s = flip_summary([90, 100, 110], flips)
     assert s["flipped_share"] == pytest.approx([0.0, 1 / 3, 2 / 3])
-    assert s["never_flipped"] == pytest.approx(1 / 3) and s["median"] == 20
+    assert s["never_flipped"] == pytest.approx(1 / 3) and s["median"] == 20 and s["max_distance"] == 20
 
 
 def test_mean_std_over_seeds():
@@ -239,7 +239,7 @@ def fake_result(model, seed, acc):
                                          "top1": a, "nll": 1.0, "ece": 0.1, "n": 10}
                         for v, a in zip((0, 20, 40), acc)},
             "summary": sweep_summary([0, 0.2 * math.pi, 0.4 * math.pi], acc),
-            "flip": {"median": 0.5}}
+            "flip": {"median": 0.5 if model == "cnn" else None, "max_distance": 0.4 * math.pi}}
 
 
 def test_results_round_trip_and_schema_errors(tmp_path):
@@ -263,6 +263,7 @@ def test_build_merges_seeds_into_table_and_plots(tmp_path):
     rows = [l for l in md.splitlines() if l.startswith("| 1 ") or l.startswith("| 2 ")]
     assert rows[0].startswith("| 1 | cnn | 2 | 85.0 ± 7.1 | 55.0 ± 7.1 | 30.0 ± 0.0 |")
     assert rows[1].startswith("| 2 | mixer | 1 | 70.0 | 30.0 | 40.0 |")
+    assert rows[0].endswith("| 0.5 |") and rows[1].endswith("| >1.26 |")  # flip: median, or beyond the sweep
     csv_lines = (tmp_path / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + 3 * 3
     assert (tmp_path / "plots" / "d-overlap.png").stat().st_size > 1000

@@ -60,7 +60,9 @@ def flip_summary(intensities: Sequence[float], flips: np.ndarray) -> dict:
     d = distances(intensities)
     share = [float((valid <= v).mean()) if len(valid) else float("nan") for v in d]
     median = float(np.median(valid)) if len(valid) else float("nan")
-    return {"intensities": [float(v) for v in intensities], "distances": d.tolist(), "flipped_share": share, "median": median if math.isfinite(median) else None,
+    # median: None when fewer than half of the images ever flip (it lies beyond max_distance)
+    return {"intensities": [float(v) for v in intensities], "distances": d.tolist(), "flipped_share": share,
+            "median": median if math.isfinite(median) else None, "max_distance": float(d[-1]),
             "never_flipped": float(np.isinf(valid).mean()) if len(valid) else float("nan"),
             "n": int(len(valid))}
 
