@@ -81,7 +81,8 @@ def test_patch_basis_flattening_matches_conv_weights():
     b = patch_basis(images, 3)
     conv = torch.nn.Conv2d(3, 1, 3, bias=False).double()
     conv.weight.data = b.eigvecs[:, 0].reshape(1, 3, 3, 3)
-    resp = conv(images).flatten()
+    with torch.no_grad():
+        resp = conv(images).flatten()
     patches = torch.nn.functional.unfold(images, 3).transpose(1, 2).reshape(-1, 27)
     assert torch.allclose(resp, patches @ b.eigvecs[:, 0])
     assert float(resp.var()) == pytest.approx(float(b.eigvals[0]), rel=1e-6)
