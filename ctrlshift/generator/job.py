@@ -25,7 +25,7 @@ from ..provenance import git_commit, stable_hash, versions
 from . import writer
 from .decoders import Decoder, create_decoder, dataset_class_names, dataset_num_classes
 from .shifts import (ShiftFamily, Targets, create_family, draw_labels, draw_noise, outside_fraction,
-                     sample_seed, shifted_latents)
+                     sample_seed, shifted_latents, typical_box)
 from .spec import GenerateConfig, ShiftSpec
 
 log = logging.getLogger(__name__)
@@ -266,9 +266,13 @@ def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, famil
         records.append(writer.read_record(root, task))
     records.sort(key=lambda r: r["path"])
     configs = {}
+    boxes = {}  # one training typical set per family, shared by its values
     for c in plan.configs:
         fam = families[c.spec.prefix]
-        frac = outside_fraction(fam, c.value, c.spec.train_value, cfg.intensity.samples, cfg.intensity.alpha)
+        if c.spec.prefix not in boxes:
+            boxes[c.spec.prefix] = typical_box(fam, c.spec.train_value, cfg.intensity.samples, cfg.intensity.alpha)
+        frac = outside_fraction(fam, c.value, c.spec.train_value, cfg.intensity.samples, cfg.intensity.alpha,
+                                box=boxes[c.spec.prefix])
         if c.spec.classes is not None and c.value != c.spec.train_value:
             frac *= len(c.spec.classes) / len(class_names)
         info = {"family": c.spec.family, "prefix": c.spec.prefix, "value": c.value,

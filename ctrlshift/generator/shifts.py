@@ -425,31 +425,37 @@ def shifted_latents(family: ShiftFamily, eps: torch.Tensor, labels: torch.Tensor
 # Intensity: fraction of the test distribution outside the training typical set
 
 
+def _statistics(family: ShiftFamily, value: float, samples: int, seed: int, chunk: int = 2048) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(int(seed))
+    parts = []
+    for start in range(0, samples, chunk):
+        eps = torch.randn(min(chunk, samples - start), family.dim, generator=gen)
+        parts.append(family.statistics(family.transform(eps, value)))
+    return torch.cat(parts)
+
+
+def typical_box(family: ShiftFamily, train_value: float, samples: int = 20000, alpha: float = 0.01,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training typical set: per statistic, the central quantile interval leaving out
+    ``alpha / (2k)`` on each side (Bonferroni over the ``k`` statistics)."""
+    train = _statistics(family, train_value, samples, seed)
+    q = alpha / (2 * train.shape[1])
+    return torch.quantile(train, q, dim=0), torch.quantile(train, 1 - q, dim=0)
+
+
 def outside_fraction(family: ShiftFamily, value: float, train_value: float, samples: int = 20000,
-                     alpha: float = 0.01, seed: int = 0, chunk: int = 2048) -> float:
+                     alpha: float = 0.01, seed: int = 0, box: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     """Estimate the fraction of test latents that fall outside the training typical set.
 
-    The training typical set is the box of central ``1 - alpha`` quantile intervals of the family's
-    ``k`` summary statistics (its norm, and its projections on the family's anchors or subspace),
-    with the tail mass split evenly (``alpha / (2k)`` per side and statistic, Bonferroni). The
-    quantiles are read from ``samples`` training latents and the fraction from ``samples`` test
-    latents, all drawn from fixed seeds, so the estimate is deterministic. With no shift it is about
-    ``alpha``; with disjoint supports it is 1.
+    The training typical set (:func:`typical_box`) is the box of central ``1 - alpha`` quantile
+    intervals of the family's ``k`` summary statistics (its norm, and its projections on the
+    family's anchors or subspace), with the tail mass split evenly (``alpha / (2k)`` per side and
+    statistic, Bonferroni). The quantiles are read from ``samples`` training latents (seed
+    ``seed``) and the fraction from ``samples`` test latents (seed ``seed + 1``), so the estimate
+    is deterministic; pass ``box`` to reuse one family's box across values. With no shift it is
+    about ``alpha``; with disjoint supports it is 1.
     """
-    gen = torch.Generator().manual_seed(int(seed))
-
-    def stats_of(v: float) -> torch.Tensor:
-        parts = []
-        for start in range(0, samples, chunk):
-            eps = torch.randn(min(chunk, samples - start), family.dim, generator=gen)
-            parts.append(family.statistics(family.transform(eps, v)))
-        return torch.cat(parts)
-
-    train = stats_of(train_value)
-    test = stats_of(value)
-    k = train.shape[1]
-    q = alpha / (2 * k)
-    lo = torch.quantile(train, q, dim=0)
-    hi = torch.quantile(train, 1 - q, dim=0)
+    lo, hi = box if box is not None else typical_box(family, train_value, samples, alpha, seed)
+    test = _statistics(family, value, samples, seed + 1)
     outside = ((test < lo) | (test > hi)).any(dim=1)
     return float(outside.double().mean())
