@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     real = float((predict(net, test, pre, "cpu").argmax(1) == test.labels).double().mean())
 
     gen_cfg = load_config(GenerateConfig, "quickstart", [
-        f"splits.train.size=0", "splits.val.size=0", f"splits.test.size={args.n}", f"sampler.steps={args.steps}",
+        "splits.train.size=0", "splits.val.size=0", f"splits.test.size={args.n}", f"sampler.steps={args.steps}",
         "shifts=[{family: truncation, values: [100, 90]}, {family: extend, values: [50]}, {family: overlap, values: [0]}]",
         "intensity.samples=200"])
     out = {"classifier": "resnet20 on 4,000 real MNIST-5k digits", "real_test_top1": real,

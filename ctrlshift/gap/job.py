@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -19,9 +18,8 @@ import torch
 from ..config import meta, to_dict
 from ..errors import ConfigError
 from ..evaluation.data import Dataset, load_imagefolder, load_torchvision, mnist5k
-from ..evaluation.metrics import classification_metrics
+from ..evaluation.job import sweep_metrics
 from ..evaluation.results import SCHEMA as RESULT_SCHEMA, write_result
-from ..evaluation.robustness import distances, flip_intensities, flip_summary, sweep_summary
 from ..evaluation.vlm import VLMConfig, cached_embeddings, load_templates, load_vlm
 from ..generator.writer import atomic_write_json
 from ..plotting import pyplot, save
@@ -140,17 +138,11 @@ def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig,
     label = cfg.vlm.name.replace("/", "_").replace(":", "_")
     paths = []
     for fam, info in ds.families().items():
-        configs = info["tests"]
-        intensities = [ds.configs[c]["intensity"] for c in configs]
-        metrics, correct = {}, []
-        for config, d in zip(configs, distances(intensities)):
-            split = ds.load(config, "test")
-            X = cached_embeddings(vlm, split.images, cache, {"data": ds.dataset_hash, "config": config, "split": "test"})
-            logits = 100.0 * X @ T.T
-            m = classification_metrics(logits, split.labels)
-            m.update(value=ds.configs[config]["value"], intensity=ds.configs[config]["intensity"], distance=float(d))
-            metrics[config] = m
-            correct.append((logits.argmax(1) == split.labels).numpy())
+        def logits_of(config: str, split) -> torch.Tensor:
+            key = {"data": ds.dataset_hash, "config": config, "split": "test"}
+            return 100.0 * cached_embeddings(vlm, split.images, cache, key) @ T.T
+
+        metrics, summary, flip = sweep_metrics(ds, info["tests"], logits_of)
         path = out / ds.root.name / fam / f"{label}__zeroshot.json"
         write_result(path, {
             "schema": RESULT_SCHEMA, "task": "zero-shot", "run_id": f"{label}__zeroshot",
@@ -158,8 +150,7 @@ def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig,
             "dataset": {"path": str(ds.root), "name": ds.root.name, "hash": ds.dataset_hash, "family": fam,
                         "base_config": info["base"], "axis": info["axis"], "axis_unit": info["axis_unit"]},
             "preprocessing": {"templates": templates}, "training": None, "seed": 0, "metrics": metrics,
-            "summary": sweep_summary(intensities, [metrics[c]["top1"] for c in configs]),
-            "flip": flip_summary(intensities, flip_intensities(intensities, np.stack(correct))),
+            "summary": summary, "flip": flip,
             "ctrlshift_version": versions()["ctrlshift"], "git_commit": git_commit(), "versions": versions()})
         paths.append(path)
     return paths

@@ -90,12 +90,17 @@ def _device(name: str) -> tuple[bool, torch.device]:
     return cpu, torch.device("cpu" if cpu else "cuda")
 
 
-def run_first_layer(cfg: FirstLayerConfig, out: str | Path, progress: bool = True) -> dict:
+def _prepare(cfg, out: str | Path):
+    """The output folder, the data, its preprocessing and the device, as both probes need them."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train, test, names = load_probe_data(cfg.data)
-    pre = Preprocess.fit(train.images)
     cpu, device = _device(cfg.device)
+    return out, train, test, names, Preprocess.fit(train.images), cpu, device
+
+
+def run_first_layer(cfg: FirstLayerConfig, out: str | Path, progress: bool = True) -> dict:
+    out, train, test, names, pre, cpu, device = _prepare(cfg, out)
     runs, basis = [], None
     for spec, seed, labels in itertools.product(cfg.models, cfg.seeds, cfg.labels):
         torch.manual_seed(seed)
@@ -188,11 +193,7 @@ def features_and_head(model: torch.nn.Module, split: Split, pre: Preprocess, dev
 
 
 def run_outliers(cfg: OutliersConfig, out: str | Path, progress: bool = True) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    train, test, names = load_probe_data(cfg.data)
-    pre = Preprocess.fit(train.images)
-    cpu, device = _device(cfg.device)
+    out, train, test, names, pre, cpu, device = _prepare(cfg, out)
     runs = []
     if cfg.vlm is not None:  # a VLM image encoder, read by its zero-shot head (class-text embeddings)
         vlm = load_vlm(cfg.vlm)

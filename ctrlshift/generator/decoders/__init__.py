@@ -176,9 +176,13 @@ class Decoder:
         return [f"class_{k}" for k in range(self.num_classes)]
 
 
-def create_decoder(cfg: DecoderConfig, sampler: SamplerConfig, runtime: RuntimeConfig) -> Decoder:
-    # Importing the backends registers them.
+def _register_backends() -> None:
+    """Importing the backend modules registers them in :data:`DECODERS`."""
     from . import diffusers_backend, edm, torch_module  # noqa: F401
+
+
+def create_decoder(cfg: DecoderConfig, sampler: SamplerConfig, runtime: RuntimeConfig) -> Decoder:
+    _register_backends()
 
     decoder = DECODERS.get(cfg.backend)(cfg, sampler, runtime)
     check_against_config(decoder, cfg)
@@ -216,6 +220,6 @@ def dataset_class_names(decoder: Decoder, cfg: DecoderConfig) -> list[str]:
 
 
 def list_decoders(pattern: str = "*") -> list[str]:
-    from . import diffusers_backend, edm, torch_module  # noqa: F401
+    _register_backends()
 
     return DECODERS.list(pattern)
