@@ -1,10 +1,136 @@
 """ctrlshift: benchmark datasets with distribution shifts of controlled intensity.
 
-Three parts, each importable on its own:
+Three parts, siblings on one ground floor:
 
 - :mod:`ctrlshift.generator`: latents from shifted distributions -> any decoder -> sharded dataset;
-- :mod:`ctrlshift.evaluation`: classifiers and VLMs trained and measured on those datasets;
-- :mod:`ctrlshift.gap`: the modality gap of VLM embeddings, measured and corrected.
+- :mod:`ctrlshift.evaluation`: classifiers (and zero-shot VLMs) trained and measured on those datasets;
+- :mod:`ctrlshift.gap`: the modality gap of VLM embeddings, measured and corrected (``ctrlshift.gap.run``);
+- the ground floor: :mod:`ctrlshift.dataset` (format, reader, data sources), :mod:`ctrlshift.models`
+  (classifier zoo, VLM adapters), :mod:`ctrlshift.results` (the result schema), and config,
+  registries, plugins, provenance, files.
+
+The Python API (the CLI is a thin layer over it)::
+
+    import ctrlshift
+
+    ds = ctrlshift.generate("tiny", "datasets/tiny", splits__test__size=20)    # -> ctrlshift.Dataset
+    paths = ctrlshift.evaluate("quickstart-evaluate", "datasets/tiny", "results", train__epochs=1)
+    tables = ctrlshift.build("results")                                       # CSV, leaderboard, plots
+
+Configs are preset names, YAML paths, mappings, or the config dataclasses themselves
+(:func:`load_config`); keyword overrides are dotted keys with ``__`` for the dots.
+Importing ``ctrlshift`` is cheap: each part is imported when first used.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dataset import Dataset
+
+__all__ = ["Dataset", "build", "evaluate", "generate", "load_config", "quickstart"]
+
+
+def load_config(kind: str | type, source: Any = None, overrides: Any = ()) -> Any:
+    """A validated job config: component defaults <- ``source`` <- ``overrides``.
+
+    ``kind`` is ``"generate"``, ``"evaluate"``, ``"gap"``, ``"probe-first-layer"``,
+    ``"probe-outliers"`` or a config dataclass; ``source`` a preset name (``ctrlshift list
+    presets``), a YAML path or a mapping; ``overrides`` ``key=value`` strings or a ``{dotted.key:
+    value}`` mapping. Bad input raises :class:`ctrlshift.errors.ConfigError` naming the key.
+
+    >>> cfg = ctrlshift.load_config("generate", "tiny", ["sampler.steps=4"])   # doctest: +SKIP
+    >>> cfg.sampler.steps                                                      # doctest: +SKIP
+    4
+    """
+    from .config import load_config as load
+
+    return load(config_class(kind) if isinstance(kind, str) else kind, source, overrides)
+
+
+CONFIGS = {"generate": "ctrlshift.generator.spec:GenerateConfig",
+           "evaluate": "ctrlshift.evaluation.job:EvaluateConfig",
+           "gap": "ctrlshift.gap.job:GapConfig",
+           "probe-first-layer": "ctrlshift.evaluation.probes.job:FirstLayerConfig",
+           "probe-outliers": "ctrlshift.evaluation.probes.job:OutliersConfig"}
+
+
+def config_class(kind: str) -> type:
+    """The config dataclass of a job by name (see :func:`load_config`)."""
+    import importlib
+
+    from .errors import ConfigError
+
+    if kind not in CONFIGS:
+        raise ConfigError(f"config kind {kind!r}: expected one of {', '.join(CONFIGS)}")
+    module, _, attr = CONFIGS[kind].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def generate(config: Any, out: str | Path | None = None, *, overwrite: bool = False, progress: bool = True,
+             **overrides: Any) -> "Dataset | None":
+    """Generate a Control+Shift dataset into ``out`` (default ``datasets/<name>``) and open it.
+
+    ``config``: a preset name (``tiny``), YAML path, mapping or ``GenerateConfig``. Reruns resume:
+    complete, verified shards are kept. Under ``accelerate launch`` every rank calls this; rank 0
+    gets the :class:`Dataset`, the others ``None``.
+
+    >>> ds = ctrlshift.generate("tiny", "datasets/tiny", sampler__steps=4)   # doctest: +SKIP
+    >>> sorted(ds.families())                                                 # doctest: +SKIP
+    ['extend', 'overlap', 'truncation']
+    """
+    from ._api import resolve_config
+    from .dataset import Dataset
+    from .generator.job import generate as run
+    from .generator.spec import GenerateConfig
+
+    cfg = resolve_config(GenerateConfig, config, overrides)
+    out = Path(out) if out is not None else Path("datasets") / cfg.name
+    manifest = run(cfg, out, overwrite=overwrite, progress=progress)
+    return Dataset(out, manifest) if manifest is not None else None
+
+
+def evaluate(config: Any, data: str | Path, out: str | Path = "results", *, progress: bool = True,
+             **overrides: Any) -> list[Path]:
+    """Train each model on every family's base value of dataset ``data``, test it at every value,
+    and write one result file per run under ``out`` (existing ones are kept). Returns their paths.
+
+    >>> paths = ctrlshift.evaluate("quickstart-evaluate", "datasets/tiny", "results",
+    ...                            train__epochs=1)                           # doctest: +SKIP
+    """
+    from ._api import resolve_config
+    from .evaluation.job import EvaluateConfig, evaluate as run
+
+    return run(resolve_config(EvaluateConfig, config, overrides), data, out, progress=progress)
+
+
+def build(results: str | Path, out: str | Path | None = None, plots: bool = True) -> dict:
+    """Merge the result files under ``results`` into ``results.csv``, ``leaderboard.md`` and plots
+    (in ``out``, default: ``results``); returns the paths written."""
+    from .evaluation.build import build as run
+
+    return run(results, out, plots=plots)
+
+
+def quickstart(out: str | Path = "quickstart", smoke: bool = False, progress: bool = True) -> dict:
+    """The whole pipeline offline on the embedded tiny model: generate, train, evaluate, tabulate,
+    plot (a few minutes on a CPU; ``smoke=True`` for seconds). Returns where everything went."""
+    from .quickstart import run
+
+    return run(out, smoke=smoke, progress=progress)
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "Dataset":
+        from .dataset import Dataset
+
+        return Dataset
+    if name in ("dataset", "models", "generator", "evaluation", "gap", "results"):
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'ctrlshift' has no attribute {name!r}")

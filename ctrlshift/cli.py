@@ -31,13 +31,10 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _keys_epilog(job: str) -> str:
+    from . import config_class
     from .config import field_help
 
-    if job == "generate":
-        from .generator.spec import GenerateConfig as cls
-    else:
-        from .evaluation.job import EvaluateConfig as cls
-    rows = field_help(cls)
+    rows = field_help(config_class(job))
     width = max(len(k) for k, _, _ in rows)
     lines = ["config keys (YAML or key=value):"]
     for key, tp, help_ in rows:
@@ -66,8 +63,11 @@ def _parser() -> argparse.ArgumentParser:
               ctrlshift evaluate quickstart-evaluate --data data/tiny --out results
               ctrlshift build results
               ctrlshift list families
+              ctrlshift --plugin my_family generate my-config.yaml --dry-run
             """))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it registers families, decoders, samplers, models, ...); repeatable")
     sub = p.add_subparsers(dest="job", required=True, metavar="JOB")
 
     g = sub.add_parser("generate", help="decode shifted latents into a sharded dataset",
@@ -152,43 +152,39 @@ def _parser() -> argparse.ArgumentParser:
     gp.add_argument("--out", default="gap", help="output folder (default: ./gap)")
 
     ls = sub.add_parser("list", help="list registered components or presets")
-    ls.add_argument("what", choices=["families", "decoders", "samplers", "models", "presets"])
+    ls.add_argument("what", choices=sorted(LISTINGS))
     ls.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'over*'")
     return p
 
 
 def _cmd_generate(args) -> int:
-    from .config import load_config
-    from .generator.job import build_plan, describe_plan, generate, make_families
-    from .generator.spec import GenerateConfig
+    from . import generate, load_config
+    from .generator.job import build_plan, describe_plan, make_families
 
-    cfg = load_config(GenerateConfig, args.config, args.overrides)
+    cfg = load_config("generate", args.config, args.overrides)
     out = args.out or os.path.join("datasets", cfg.name)
     if args.dry_run:
         families = make_families(cfg, cfg.decoder.latent_shape) if cfg.decoder.latent_shape else None
         print(describe_plan(cfg, build_plan(cfg), families))
         print(f"output: {out}")
         return 0
-    manifest = generate(cfg, out, overwrite=args.overwrite, progress=not args.no_progress)
-    if manifest is not None:
-        images = sum(s["rows"] for s in manifest["shards"])
-        log.info("dataset: %s (%d configs, %d images)\n  card: %s/README.md\n  grids: %s/grids/",
-                 out, len(manifest["configs"]), images, out, out)
+    ds = generate(cfg, out, overwrite=args.overwrite, progress=not args.no_progress)
+    if ds is not None:
+        log.info("%s\n  card: %s/README.md\n  grids: %s/grids/", ds.summary_line(), out, out)
     return 0
 
 
 def _cmd_evaluate(args) -> int:
-    from .config import load_config
-    from .evaluation.job import EvaluateConfig, evaluate
+    from . import evaluate, load_config
 
-    cfg = load_config(EvaluateConfig, args.config, args.overrides)
+    cfg = load_config("evaluate", args.config, args.overrides)
     paths = evaluate(cfg, args.data, args.out, progress=not args.no_progress)
     log.info("%d result files under %s; merge them with `ctrlshift build %s`", len(paths), args.out, args.out)
     return 0
 
 
 def _cmd_build(args) -> int:
-    from .evaluation.results import build
+    from . import build
 
     written = build(args.results, args.out, plots=not args.no_plots)
     print((Path(written["markdown"])).read_text())
@@ -197,82 +193,39 @@ def _cmd_build(args) -> int:
 
 
 def _cmd_probe(args) -> int:
-    from .config import load_config
+    from . import load_config
     from .evaluation.probes import job
 
-    if args.probe == "first-layer":
-        cfg = load_config(job.FirstLayerConfig, args.config, args.overrides)
-        result = job.run_first_layer(cfg, args.out, progress=not args.no_progress)
-        for r in result["runs"]:
-            print(f"{r['model']:<14} seed {r['seed']} {r['labels']:<6} labels: test top-1 {100 * r['test_top1']:5.1f}%, "
-                  f"formula fit r={r['fit']['corr']:.3f} (eta*t={r['fit']['eta_t']:.3g}), init fit r={r['init_fit']['corr']:.3f}")
-        for kind, rows in result["correlations"].items():
-            if rows:
-                vals = [row["corr"] for row in rows]
-                print(f"{kind:<16} profile correlation: mean {sum(vals) / len(vals):.3f} over {len(vals)} pairs")
-    else:
-        cfg = load_config(job.OutliersConfig, args.config, args.overrides)
-        result = job.run_outliers(cfg, args.out, progress=not args.no_progress)
-        for r in result["runs"]:
-            o, pr = r["outliers"], r["pruning"]
-            keep80 = pr["accuracy"][min(range(len(pr["fractions"])), key=lambda i: abs(pr["fractions"][i] - 0.8))]
-            print(f"{r['model']:<14} seed {r['seed']}: top kurtosis {o['kurtosis'][0]:.1f} (median {o['kurtosis_median']:.2f}), "
-                  f"magnitude ratio {o['magnitude_ratio'][0]:.1f}; accuracy {100 * pr['full']:.1f}% -> "
-                  f"{100 * keep80:.1f}% with 80% of head directions pruned")
-    log.info("wrote %s and plots %s", args.out, ", ".join(p for p in result["plots"] if p.endswith(".png")))
+    cfg = load_config(f"probe-{args.probe}", args.config, args.overrides)
+    run = job.run_first_layer if args.probe == "first-layer" else job.run_outliers
+    report = run(cfg, args.out, progress=not args.no_progress)
+    print("\n".join(report.summary_lines()))
+    log.info("wrote %s and plots %s", args.out, ", ".join(p for p in report.plots if p.endswith(".png")))
     return 0
 
 
 def _cmd_gap(args) -> int:
-    from .config import build, load_config
-
     out = Path(args.out)
     if args.config == "toy":
-        from .config import apply_override, parse_override
-        from .generator.writer import atomic_write_json
-        from .gap.toy import ToyConfig, plot_toy, simulate
+        from .gap.toy import run_toy
 
-        data: dict = {}
-        for text in args.overrides:
-            apply_override(data, *parse_override(text))
-        cfg = build(ToyConfig, data)
-        result = simulate(cfg)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "toy.json", {"schema": "ctrlshift-gap-toy/1", "config": vars(cfg),
-                                             "history": result["history"]})
-        plots = plot_toy(result, cfg, out / "toy.png")
-        first, last = result["history"][0], result["history"][-1]
-        for name, r in (("start", first), ("end", last)):
-            print(f"{name:>5}: loss {r['loss']:.4f}, gap {r['gap_norm']:.3f}, variance share along gap "
-                  f"x {r['var_share_x']:.2e} y {r['var_share_y']:.2e}, gap inside span x {r['gap_in_span_x']:.3f} "
-                  f"y {r['gap_in_span_y']:.3f}")
-        log.info("wrote %s/toy.json and %s", out, ", ".join(plots))
+        result = run_toy(args.overrides, out)
+        print("\n".join(result.summary_lines()))
+        log.info("wrote %s/toy.json and %s", out, ", ".join(result.plots))
         return 0
-    from .gap.job import GapConfig, run
+    from . import gap, load_config
 
-    cfg = load_config(GapConfig, args.config, args.overrides)
-    result = run(cfg, out)
-    rep = result["report"]
-    print(f"gap |mean(text) - mean(image)| = {rep['classes']['l2m']:.3f}; RMG {rep['pairs']['rmg']:.3f}; "
-          f"gap inside the text span {rep['classes']['gap_in_span_text']:.3f}, image span {rep['classes']['gap_in_span_image']:.3f}")
-    print(f"clean zero-shot top-1 {100 * rep['clean_top1']:.1f}%; reworded: "
-          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in rep["reworded_top1"].items()))
-    for kind, rows in result["curves"].items():
-        print(f"{kind} correction:")
-        for r in rows:
-            noise = " ".join(f"{100 * v:.1f}" for v in r["noise"].values())
-            quant = " ".join(f"{100 * v:.1f}" for v in r["quantisation"].values())
-            tpl = " ".join(f"{100 * v['unchanged']:.1f}" for v in r.get("templates", {}).values())
-            print(f"  alpha {r['alpha']:<5} clean {100 * r['clean_top1']:5.1f}% | noise {noise} | quant {quant} | reworded {tpl}")
+    result = gap.run(load_config("gap", args.config, args.overrides), out)
+    print("\n".join(result.summary_lines()))
     log.info("wrote %s (gap_metrics.json, robustness.json, corrections/, %s)", out,
-             ", ".join(Path(p).name for p in result["plots"]))
+             ", ".join(Path(p).name for p in result.plots))
     return 0
 
 
 def _cmd_quickstart(args) -> int:
     from . import quickstart
 
-    info = quickstart.run(args.out, smoke=args.smoke, progress=not args.no_progress)
+    info = quickstart(args.out, smoke=args.smoke, progress=not args.no_progress)
     print(Path(info["markdown"]).read_text())
     sec = info["seconds"]
     print(f"done in {sec['total']:.0f}s (generate {sec['generate']:.0f}s, train + evaluate {sec['evaluate']:.0f}s)")
@@ -286,12 +239,11 @@ def _cmd_quickstart(args) -> int:
 
 
 def _cmd_latents(args) -> int:
-    from .config import load_config
+    from . import load_config
     from .errors import ConfigError
     from .generator.job import write_latents
-    from .generator.spec import GenerateConfig
 
-    cfg = load_config(GenerateConfig, args.config, args.overrides)
+    cfg = load_config("generate", args.config, args.overrides)
     try:
         a, b = (int(x) for x in args.indices.split(":"))
     except ValueError:
@@ -302,35 +254,50 @@ def _cmd_latents(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .generator.export import export_imagefolder
+    from .dataset.export import export_imagefolder
 
     export_imagefolder(args.dataset, args.out, progress=not args.no_progress)
     return 0
 
 
+def _list_presets(pattern: str) -> list[str]:
+    import fnmatch
+
+    from .config import list_presets
+
+    return [n for n in list_presets() if fnmatch.fnmatch(n, pattern)]
+
+
+def _registry(spec: str):
+    """A lister from ``module:REGISTRY``: the module is imported only when that listing is asked for."""
+    def lister(pattern: str) -> list[str]:
+        import importlib
+
+        module, _, attr = spec.partition(":")
+        return getattr(importlib.import_module(module), attr).list(pattern)
+
+    return lister
+
+
+def _list_models(pattern: str) -> list[str]:
+    from .models import list_models
+
+    return list_models(pattern)
+
+
+LISTINGS = {
+    "families": _registry("ctrlshift.generator.shifts:FAMILIES"),
+    "decoders": _registry("ctrlshift.generator.decoders:DECODERS"),
+    "samplers": _registry("ctrlshift.generator.samplers:SAMPLERS"),
+    "models": _list_models,
+    "vlm-backends": _registry("ctrlshift.models.vlm:VLM_BACKENDS"),
+    "data-sources": _registry("ctrlshift.dataset.sources:SOURCES"),
+    "presets": _list_presets,
+}
+
+
 def _cmd_list(args) -> int:
-    if args.what == "families":
-        from .generator.shifts import FAMILIES as reg
-    elif args.what == "decoders":
-        from .generator.decoders import list_decoders
-
-        print("\n".join(list_decoders(args.pattern)))
-        return 0
-    elif args.what == "samplers":
-        from .generator.samplers import SAMPLERS as reg
-    elif args.what == "models":
-        from .evaluation.models import list_models
-
-        print("\n".join(list_models(args.pattern)))
-        return 0
-    else:
-        import fnmatch
-
-        from .config import list_presets
-
-        print("\n".join(n for n in list_presets() if fnmatch.fnmatch(n, args.pattern)))
-        return 0
-    print("\n".join(reg.list(args.pattern)))
+    print("\n".join(LISTINGS[args.what](args.pattern)))
     return 0
 
 
@@ -349,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.verbose)
     try:
+        from . import plugins
+
+        plugins.load_entry_points()
+        plugins.load(args.plugin, "--plugin")
         return COMMANDS[args.job](args)
     except CtrlshiftError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,11 +6,17 @@ order: component defaults, then the YAML file (a path or a packaged preset name)
 unknown key, a wrong type or an out-of-range value raises :class:`ConfigError` with one line that
 names the key, the bad value and what is allowed, suggesting the closest key.
 
-Field constraints live in the field metadata (``meta(min=1, help=...)``); choices are ``Literal``.
+Field constraints live in the field metadata (``meta(min=1, help=...)``); fixed choices are
+``Literal``; a name that must be registered carries its registry (``meta(registry=FAMILIES)``), so
+plugins widen the choices. A dataclass may define ``with_defaults(path)`` to return a copy with
+component defaults filled in (a family's reference values, say) and ``validate(path)`` to check
+itself without changing anything. A top-level ``plugins: [module, ...]`` key is imported before the
+rest of the config is validated.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -20,13 +26,25 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, RegistryError
 
-PRESET_DIR = Path(__file__).parent / "configs"
+
+def _preset_dir() -> Path:
+    """``configs/`` at the repository root ships as ``ctrlshift/configs`` in the wheel; a source
+    checkout (or an editable install) reads it at the root."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "configs", here.parent / "configs"):
+        if folder.is_dir():
+            return folder
+    return here / "configs"
+
+
+PRESET_DIR = _preset_dir()
 
 
 def meta(help: str = "", min: float | None = None, max: float | None = None, **extra: Any):
-    """Field metadata: a help line and an allowed numeric range (inclusive)."""
+    """Field metadata: a help line, an allowed numeric range (inclusive), and optionally
+    ``registry=`` for a string that must name a registered component."""
     return {"help": help, "min": min, "max": max, **extra}
 
 
@@ -133,14 +151,13 @@ def _convert(tp: Any, value: Any, path: str, md: dict) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, path, md)
-            except ConfigError as exc:
-                errors.append(exc)
+            except ConfigError:
+                pass
         raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
     if origin is Literal:
         choices = get_args(tp)
@@ -184,6 +201,12 @@ def _convert(tp: Any, value: Any, path: str, md: dict) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
+        registry = md.get("registry")
+        if registry is not None:
+            try:
+                registry.get(value)
+            except RegistryError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
         return value
     raise TypeError(f"config type {tp} at {path} is not supported")
 
@@ -233,6 +256,9 @@ def build(cls: type, data: dict, path: str = "") -> Any:
                    and f.default_factory is dataclasses.MISSING]
         where = f"{path}." if path else ""
         raise ConfigError(f"missing key {where}{missing[0] if missing else '?'}: required") from exc
+    fill = getattr(obj, "with_defaults", None)
+    if fill is not None:
+        obj = fill(path)
     check = getattr(obj, "validate", None)
     if check is not None:
         check(path)
@@ -243,12 +269,30 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def load_config(cls: type, source: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """Component defaults <- YAML file or preset <- ``key=value`` overrides, validated."""
-    data = read_yaml(resolve_source(source)) if source is not None else {}
-    for text in overrides:
-        key, value = parse_override(text)
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...] | dict = ()) -> dict:
+    """Apply ``key=value`` strings (or a ``{dotted.key: value}`` mapping) to ``data`` in place."""
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(t) for t in overrides)
+    for key, value in items:
         apply_override(data, key, value)
+    return data
+
+
+def load_config(cls: type, source: str | Path | dict | None,
+                overrides: list[str] | tuple[str, ...] | dict = ()) -> Any:
+    """Component defaults <- YAML file, preset name or mapping <- overrides, validated.
+
+    ``overrides`` are ``key=value`` strings as on the command line, or a ``{dotted.key: value}``
+    mapping. Plugin modules named under ``plugins`` are imported before validation.
+    """
+    from . import plugins
+
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        data = read_yaml(resolve_source(source)) if source is not None else {}
+    apply_overrides(data, overrides)
+    if isinstance(data.get("plugins"), list):
+        plugins.load(data["plugins"])
     return build(cls, data)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from .files import atomic_write_bytes
 
 
 def pyplot():
@@ -20,7 +23,9 @@ def save(fig, base: str | Path, exts: tuple[str, ...] = ("png", "svg")) -> list[
     paths = []
     for ext in exts:
         path = base.with_name(f"{base.name}.{ext}")
-        fig.savefig(path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext)
+        atomic_write_bytes(path, buf.getvalue())
         paths.append(str(path))
     pyplot().close(fig)
     return paths

@@ -38,6 +38,13 @@ def versions() -> dict:
     return out
 
 
+def stamp() -> dict:
+    """``{"ctrlshift_version", "git_commit", "versions"}``: the keys every result, report and
+    manifest carries."""
+    v = versions()
+    return {"ctrlshift_version": v["ctrlshift"], "git_commit": git_commit(), "versions": v}
+
+
 def stable_hash(obj: object) -> str:
     """sha256 of the canonical JSON of ``obj``."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -27,7 +27,7 @@ SMOKE_EVALUATE = ["train.epochs=1", "models.0.kwargs.width=0.25", "models.1.kwar
 
 def run(out: str | Path, smoke: bool = False, progress: bool = True) -> dict:
     from .evaluation.job import EvaluateConfig, evaluate
-    from .evaluation.results import build
+    from .evaluation.build import build
     from .generator.job import generate
     from .generator.spec import GenerateConfig
 

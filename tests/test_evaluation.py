@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from ctrlshift import results as res
 from ctrlshift.cli import main
+from ctrlshift.dataset import Split
 from ctrlshift.errors import ConfigError, CtrlshiftError
-from ctrlshift.evaluation import results as res
-from ctrlshift.evaluation.data import Split
 from ctrlshift.evaluation.metrics import classification_metrics, ece
-from ctrlshift.evaluation.models import MODELS, create_model
 from ctrlshift.evaluation.robustness import flip_intensities, flip_summary, mean_std, sweep_summary
-from ctrlshift.evaluation.train import Preprocess, TrainConfig, predict, random_crop, train_classifier
+from ctrlshift.evaluation.train import Preprocess, Recipe, TrainConfig, predict, random_crop, train_classifier
+from ctrlshift.models import MODELS, create_model
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -114,11 +114,17 @@ def toy_split(n=96, seed=0):
 
 
 def test_random_crop_keeps_content_shifted():
-    x = torch.arange(16, dtype=torch.uint8).view(1, 4, 4, 1).repeat(3, 1, 1, 1)
+    x = torch.arange(1, 17, dtype=torch.uint8).view(1, 4, 4, 1).repeat(64, 1, 1, 1)  # no zero inside
     out = random_crop(x, 1, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
-    for img in out:  # each crop is a shift of the original by at most one pixel, zero-filled
-        assert set(img.flatten().tolist()) <= set(range(16))
+    padded = torch.nn.functional.pad(x[0, :, :, 0], (1, 1, 1, 1))
+    shifts = {(dy, dx): padded[dy:dy + 4, dx:dx + 4] for dy in range(3) for dx in range(3)}
+    seen = set()
+    for img in out:  # each crop is the original moved by at most one pixel, zero-filled
+        match = [s for s, ref in shifts.items() if torch.equal(img[:, :, 0], ref)]
+        assert len(match) == 1
+        seen.add(match[0])
+    assert len(seen) > 3  # the offsets vary from image to image
 
 
 def test_loop_learns_a_separable_toy_set():
@@ -127,7 +133,7 @@ def test_loop_learns_a_separable_toy_set():
     torch.manual_seed(0)
     net = create_model("resnet20", 2, img_size=8, width=0.25)
     cfg = TrainConfig(epochs=6, batch_size=16, optimizer="sgd", lr=0.05)
-    rec = train_classifier(net, train, test, cfg, "none", 0, pre, progress=False)
+    rec = train_classifier(net, train, test, pre, Recipe(cfg, "none", 0), progress=False)
     assert rec["val_top1"] >= 0.95
     assert rec["history"][-1]["loss"] < rec["history"][0]["loss"]
     acc = float((predict(net, test, pre, "cpu").argmax(1) == test.labels).double().mean())
@@ -141,7 +147,7 @@ def test_resume_continues_where_it_stopped(tmp_path):
     cfg = TrainConfig(epochs=3, batch_size=32, optimizer="sgd", lr=0.05, channels_last=False)
     torch.manual_seed(0)
     ref = create_model("resnet20", 2, img_size=8, width=0.25)
-    rec_ref = train_classifier(ref, train, None, cfg, "crop", 5, pre, tmp_path / "ref", progress=False)
+    rec_ref = train_classifier(ref, train, None, pre, Recipe(cfg, "crop", 5), tmp_path / "ref", progress=False)
 
     import ctrlshift.evaluation.train as tr
 
@@ -159,12 +165,12 @@ def test_resume_continues_where_it_stopped(tmp_path):
     tr.torch.save = save_then_die
     try:
         with pytest.raises(KeyboardInterrupt):
-            train_classifier(net, train, None, cfg, "crop", 5, pre, tmp_path / "run", progress=False)
+            train_classifier(net, train, None, pre, Recipe(cfg, "crop", 5), tmp_path / "run", progress=False)
     finally:
         tr.torch.save = real_save
     torch.manual_seed(123)  # a different init: the checkpoint must overwrite it
     net2 = create_model("resnet20", 2, img_size=8, width=0.25)
-    rec = train_classifier(net2, train, None, cfg, "crop", 5, pre, tmp_path / "run", progress=False)
+    rec = train_classifier(net2, train, None, pre, Recipe(cfg, "crop", 5), tmp_path / "run", progress=False)
     assert saves == [1, 2]
     assert [h["epoch"] for h in rec["history"]] == [1, 2, 3]
     assert [h["loss"] for h in rec["history"]] == [h["loss"] for h in rec_ref["history"]]
@@ -174,17 +180,9 @@ def test_resume_continues_where_it_stopped(tmp_path):
 
 # -- sweep, results, build ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory, tiny_unet_dir):
-    import yaml
-
-    from .conftest import tiny_config
-
-    root = tmp_path_factory.mktemp("evalds")
-    cfg = tiny_config(tiny_unet_dir, **{"splits.train.size": 24, "splits.val.size": 8, "splits.test.size": 12})
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["generate", str(root / "cfg.yaml"), "--out", str(root / "ds"), "--no-progress"]) == 0
-    return root / "ds"
+@pytest.fixture
+def dataset(tiny_dataset):
+    return tiny_dataset[1]
 
 
 @pytest.fixture
@@ -200,38 +198,42 @@ def eval_yaml(tmp_path):
     return path
 
 
-def test_evaluate_writes_one_result_per_run_and_skips_existing(tiny_dataset, eval_yaml, tmp_path, caplog):
+def test_evaluate_writes_one_result_per_run_and_skips_existing(dataset, eval_yaml, tmp_path, caplog):
     out = tmp_path / "results"
-    assert main(["evaluate", str(eval_yaml), "--data", str(tiny_dataset), "--out", str(out), "--no-progress"]) == 0
+    assert main(["evaluate", str(eval_yaml), "--data", str(dataset), "--out", str(out), "--no-progress"]) == 0
     files = sorted(out.rglob("*.json"))
     assert len(files) == 2 * 2 * 2  # families x models x seeds
     r = res.read_result(out / "ds" / "overlap" / "mixer__crop__nall__s1.json")
-    assert r["seed"] == 1 and r["dataset"]["hash"] and r["dataset"]["family"] == "overlap"
-    assert list(r["metrics"]) == ["overlap-0", "overlap-30"]
-    m = r["metrics"]["overlap-30"]
-    assert {"top1", "nll", "ece", "per_class", "intensity", "distance"} <= set(m) and m["n"] == 12
-    assert r["preprocessing"]["img_size"] == 8 and len(r["preprocessing"]["mean"]) == 3
-    assert r["training"]["train_size"] == 24 and r["flip"]["n"] >= 0
-    assert r["summary"]["base"] == r["metrics"]["overlap-0"]["top1"]
-    assert r["ctrlshift_version"] and "versions" in r
+    assert r.seed == 1 and r.dataset.hash and r.dataset.family == "overlap" and r.dataset.axis == "theta"
+    assert list(r.metrics) == ["overlap-0", "overlap-30"]
+    m = r.metrics["overlap-30"]
+    assert {"top1", "nll", "ece", "per_class", "intensity", "distance"} <= set(m) and m["n"] == 7
+    assert r.preprocessing["img_size"] == 8 and len(r.preprocessing["mean"]) == 3
+    assert r.training["train_size"] == 10 and r.flip["n"] >= 0
+    assert r.summary["base"] == r.metrics["overlap-0"]["top1"]
+    assert r.ctrlshift_version and r.versions
     mtimes = {f: f.stat().st_mtime_ns for f in files}
     caplog.clear()
-    assert main(["evaluate", str(eval_yaml), "--data", str(tiny_dataset), "--out", str(out), "--no-progress"]) == 0
+    assert main(["evaluate", str(eval_yaml), "--data", str(dataset), "--out", str(out), "--no-progress"]) == 0
     assert {f: f.stat().st_mtime_ns for f in files} == mtimes  # every run skipped
 
 
-def test_evaluate_bad_inputs(tiny_dataset, eval_yaml, tmp_path, capsys):
+def test_evaluate_bad_inputs(dataset, eval_yaml, tmp_path, capsys):
     assert main(["evaluate", str(eval_yaml), "--data", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "is not a folder" in capsys.readouterr().err
-    assert main(["evaluate", str(eval_yaml), "--data", str(tiny_dataset), "--out", str(tmp_path),
+    assert main(["evaluate", str(eval_yaml), "--data", str(dataset), "--out", str(tmp_path),
                  "augments=[cutout]"]) == 2
     assert "augments: ['cutout'] are not augmentation presets" in capsys.readouterr().err
-    assert main(["evaluate", str(eval_yaml), "--data", str(tiny_dataset), "--out", str(tmp_path),
+    assert main(["evaluate", str(eval_yaml), "--data", str(dataset), "--out", str(tmp_path),
                  "families=[rotation]"]) == 2
     assert "families: ['rotation'] are not in" in capsys.readouterr().err
 
 
 def fake_result(model, seed, acc):
+    return res.ResultRecord.from_json(fake_result_json(model, seed, acc))
+
+
+def fake_result_json(model, seed, acc):
     return {"schema": res.SCHEMA, "task": "classification", "run_id": f"{model}__s{seed}",
             "model": {"name": model}, "training": {"augment": "none"}, "seed": seed,
             "dataset": {"name": "d", "family": "overlap", "axis": "theta", "axis_unit": "rad", "hash": "h"},
@@ -245,13 +247,16 @@ def fake_result(model, seed, acc):
 def test_results_round_trip_and_schema_errors(tmp_path):
     r = fake_result("cnn", 0, [0.9, 0.8, 0.7])
     res.write_result(tmp_path / "a.json", r)
-    assert res.read_result(tmp_path / "a.json") == json.loads(json.dumps(r))
-    bad = dict(r, schema="other/1")
+    back = res.read_result(tmp_path / "a.json")
+    assert back == r and back.to_json() == json.loads(json.dumps(r.to_json()))
+    assert back.dataset.axis == "theta" and back.label == "cnn"
+    bad = dict(r.to_json(), schema="other/1")
     (tmp_path / "b.json").write_text(json.dumps(bad))
     with pytest.raises(CtrlshiftError, match="schema 'other/1'"):
         res.read_result(tmp_path / "b.json")
-    with pytest.raises(ValueError, match="lacks"):
-        res.write_result(tmp_path / "c.json", {"schema": res.SCHEMA})
+    (tmp_path / "c.json").write_text(json.dumps({"schema": res.SCHEMA}))
+    with pytest.raises(CtrlshiftError, match="lacks"):
+        res.read_result(tmp_path / "c.json")
 
 
 def test_build_merges_seeds_into_table_and_plots(tmp_path):
@@ -291,7 +296,8 @@ def test_every_augmentation_preset_trains(augment):
     pre = Preprocess.fit(train.images)
     torch.manual_seed(0)
     net = create_model("resnet20", 2, img_size=8, width=0.25)
-    rec = train_classifier(net, train, None, TrainConfig(epochs=1, batch_size=16), augment, 0, pre, progress=False)
+    rec = train_classifier(net, train, None, pre, Recipe(TrainConfig(epochs=1, batch_size=16), augment, 0),
+                           progress=False)
     assert math.isfinite(rec["history"][0]["loss"])
 
 
@@ -299,7 +305,7 @@ def test_pretrained_model_is_evaluated_through_the_class_mapping(tmp_path, tiny_
     """A model of the generator's label space (here 6 classes) tested on a 2-class subset."""
     import yaml
 
-    from .conftest import tiny_config
+    from .helpers import tiny_config
 
     cfg = tiny_config(tiny_unet_dir, **{"decoder.classes": [3, 1], "decoder.num_classes": 2})
     cfg["shifts"] = [{"family": "truncation", "values": [90, 110]}]
@@ -311,5 +317,5 @@ def test_pretrained_model_is_evaluated_through_the_class_mapping(tmp_path, tiny_
     assert main(["evaluate", str(tmp_path / "e.yaml"), "--data", str(tmp_path / "ds"), "--out",
                  str(tmp_path / "r"), "--no-progress"]) == 0
     r = res.read_result(tmp_path / "r" / "ds" / "truncation" / "resnet20__pretrained__s0.json")
-    assert r["model"]["trained"] is False and "history" not in r["training"]
-    assert len(r["metrics"]["truncation-90"]["per_class"]) == 2  # logits restricted to model classes [3, 1]
+    assert r.model["trained"] is False and "history" not in r.training
+    assert len(r.metrics["truncation-90"]["per_class"]) == 2  # logits restricted to model classes [3, 1]

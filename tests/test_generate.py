@@ -15,12 +15,14 @@ import torch
 
 from ctrlshift.cli import main
 from ctrlshift.config import load_config
-from ctrlshift.generator import writer
+from ctrlshift.dataset import format as writer
+from ctrlshift.dataset import iter_rows
+from ctrlshift.files import sha256_file
 from ctrlshift.generator.decoders import RuntimeConfig, create_decoder
 from ctrlshift.generator.shifts import sample_seed
 from ctrlshift.generator.spec import GenerateConfig
 
-from .conftest import tiny_config
+from .helpers import tiny_config
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -32,16 +34,10 @@ def run(cfg_path, out, *extra) -> int:
     return main(["generate", str(cfg_path), "--out", str(out), "--no-progress", *extra])
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_unet_dir):
-    """One clean single-process run that other tests compare against."""
-    import yaml
-
-    root = tmp_path_factory.mktemp("ref")
-    cfg = root / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config(tiny_unet_dir)))
-    assert run(cfg, root / "out") == 0
-    return cfg, root / "out"
+@pytest.fixture
+def reference(tiny_dataset):
+    """The shared clean single-process run that other tests compare against."""
+    return tiny_dataset
 
 
 def test_dataset_opens_with_datasets_and_carries_provenance(reference):
@@ -66,13 +62,14 @@ def test_layout_manifest_and_card(reference):
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["configs"]) == {"truncation-90", "truncation-110", "overlap-0", "overlap-30"}
     assert manifest["configs"]["truncation-90"]["splits"] == {"train": {"num_examples": 10, "seed": 1},
+                                                             "val": {"num_examples": 4, "seed": 2},
                                                              "test": {"num_examples": 7, "seed": 3}}
     assert "train" not in manifest["configs"]["truncation-110"]["splits"]  # train only at the base value
     assert manifest["configs"]["overlap-30"]["outside_fraction"] > manifest["configs"]["overlap-0"]["outside_fraction"]
     assert manifest["generator"]["backend"] == "diffusers-unet" and manifest["num_processes"] == 1
     assert manifest["config"]["sampler"]["steps"] == 2  # the resolved config travels with the data
     for rec in manifest["shards"]:
-        assert writer.sha256_file(out / rec["path"]) == rec["sha256"]
+        assert sha256_file(out / rec["path"]) == rec["sha256"]
     assert (out / "data/truncation-90/train-00002-of-00003.parquet").is_file()  # 10 rows, shards of 4
     card = (out / "README.md").read_text()
     assert card.startswith("---\n") and "config_name: overlap-30" in card and "dataset_hash" in card
@@ -81,7 +78,7 @@ def test_layout_manifest_and_card(reference):
 
 def test_resume_after_a_crash_mid_run_redoes_only_missing_work(reference, tmp_path, monkeypatch):
     cfg, ref = reference
-    out = tmp_path / "out"
+    out = tmp_path / "ds"  # the same folder name as the reference (the card quotes it)
     real = writer.write_shard
     calls = []
 
@@ -100,7 +97,7 @@ def test_resume_after_a_crash_mid_run_redoes_only_missing_work(reference, tmp_pa
     tmp.write_bytes(b"partial")
     monkeypatch.setattr(writer, "write_shard", lambda *a, **k: (calls.append(a[1].rel_path), real(*a, **k))[1])
     assert run(cfg, out) == 0
-    assert len(calls) == len(set(calls)) == 14  # every shard written exactly once across both runs
+    assert len(calls) == len(set(calls)) == 16  # every shard written exactly once across both runs
     assert files(out) == files(ref) and not tmp.exists()
 
 
@@ -108,7 +105,7 @@ def test_damaged_shard_is_detected_and_rewritten(reference, tmp_path):
     import shutil
 
     cfg, ref = reference
-    out = tmp_path / "out"
+    out = tmp_path / "ds"  # the same folder name as the reference (the card quotes it)
     shutil.copytree(ref, out)
     victim = out / "data" / "overlap-30" / "test-00001-of-00002.parquet"
     victim.write_bytes(victim.read_bytes()[:100])
@@ -123,7 +120,7 @@ def test_other_settings_are_refused_unless_overwrite(reference, tmp_path, capsys
     import shutil
 
     cfg, ref = reference
-    out = tmp_path / "out"
+    out = tmp_path / "ds"  # the same folder name as the reference (the card quotes it)
     shutil.copytree(ref, out)
     snapshot = files(out)
     assert run(cfg, out, "sampler.steps=3") == 2
@@ -135,8 +132,8 @@ def test_other_settings_are_refused_unless_overwrite(reference, tmp_path, capsys
 
 def test_a_second_run_on_the_same_folder_is_locked_out(reference, tmp_path, capsys):
     cfg, _ = reference
-    out = tmp_path / "out"
-    lock = writer.DirLock(out)
+    out = tmp_path / "ds"  # the same folder name as the reference (the card quotes it)
+    lock = writer.folder_lock(out)
     lock.acquire()
     try:
         pid = os.fork()
@@ -151,7 +148,7 @@ def test_a_second_run_on_the_same_folder_is_locked_out(reference, tmp_path, caps
 
 def test_batch_size_does_not_change_the_dataset(reference, tmp_path):
     cfg, ref = reference
-    out = tmp_path / "out"
+    out = tmp_path / "ds"  # the same folder name as the reference (the card quotes it)
     assert run(cfg, out, "runtime.batch_size=4") == 0
     for path in (ref / "data").rglob("*.parquet"):
         a = pq.read_table(path).to_pydict()
@@ -167,7 +164,7 @@ def test_latents_regenerate_a_single_image(reference, tmp_path):
                  "--indices", "4:6", "--out", str(npz)]) == 0
     data = np.load(npz)
     assert data["latents"].shape == (2, 3, 8, 8)
-    rows = [r for r in writer.iter_rows(ref, "overlap-30", "test") if r["index"] in (4, 5)]
+    rows = [r for r in iter_rows(ref, "overlap-30", "test") if r["index"] in (4, 5)]
     assert data["seeds"].tolist() == [r["seed"] for r in rows]
     assert data["labels"].tolist() == [r["label"] for r in rows]
     cfg = load_config(GenerateConfig, cfg_path)
@@ -189,7 +186,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(reference, tmp_path, capsys)
     cfg, _ = reference
     assert main(["generate", str(cfg), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "4 configs, 14 shards, 48 images" in text
+    assert "4 configs, 16 shards, 56 images" in text
     assert "2 network calls per batch of 3" in text and "overlap-30" in text
     assert not (tmp_path / "o").exists()
 
@@ -198,8 +195,8 @@ def test_export_imagefolder(reference, tmp_path):
     _, ref = reference
     assert main(["export", str(ref), "--format", "imagefolder", "--out", str(tmp_path / "f"), "--no-progress"]) == 0
     pngs = sorted((tmp_path / "f").rglob("*.png"))
-    assert len(pngs) == 48  # 2 families x 10 train + 4 configs x 7 test
-    assert {p.parent.parent.name for p in pngs} == {"train", "test"}
+    assert len(pngs) == 56  # 2 families x (10 train + 4 val) + 4 configs x 7 test
+    assert {p.parent.parent.name for p in pngs} == {"train", "val", "test"}
     assert all(p.parent.name.split("_")[0].isdigit() for p in pngs)
     import torchvision
 
@@ -211,11 +208,11 @@ def test_class_subset_and_class_conditional_shift(write_config, tiny_unet_dir, t
     cfg = tiny_config(tiny_unet_dir, **{"decoder.classes": [3, 1], "decoder.num_classes": 2,
                                         "decoder.class_names": ["three", "one"]})
     cfg["shifts"] = [{"family": "overlap", "values": [0, 30], "classes": [1]}]
-    out = tmp_path / "out"
+    out = tmp_path / "ds"  # the same folder name as the reference (the card quotes it)
     assert run(write_config(cfg), out) == 0
-    rows = list(writer.iter_rows(out, "overlap-30", "test"))
+    rows = list(iter_rows(out, "overlap-30", "test"))
     assert {(r["label"], r["model_label"]) for r in rows} == {(0, 3), (1, 1)}
-    base = {r["index"]: r["image"] for r in writer.iter_rows(out, "overlap-0", "test")}
+    base = {r["index"]: r["image"] for r in iter_rows(out, "overlap-0", "test")}
     for r in rows:  # class 0 ("three") is not shifted: same image as at the base value
         assert (r["image"] == base[r["index"]]) == (r["label"] == 0)
 
@@ -223,7 +220,7 @@ def test_class_subset_and_class_conditional_shift(write_config, tiny_unet_dir, t
 @pytest.mark.slow
 def test_two_processes_write_the_same_bytes(reference, tmp_path):
     cfg, ref = reference
-    out = tmp_path / "out"
+    out = tmp_path / "ds"  # the same folder name as the reference (the card quotes it)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "ctrlshift", "generate", str(cfg), "--out", str(out), "--no-progress"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ctrlshift.cli import main
-from ctrlshift.evaluation.models import create_model
+from ctrlshift.errors import ConfigError
+from ctrlshift.models import create_model
 from ctrlshift.evaluation.probes.first_layer import (PatchBasis, energy_profile, find_first_conv, fit_linear_cnn,
                                                      linear_cnn_profile, patch_basis, pearson)
 from ctrlshift.evaluation.probes.outliers import kurtosis, outlier_dimensions, privileged_directions, pruning_curve
@@ -93,7 +94,7 @@ def test_find_first_conv_in_zoo_vit_and_timm():
     assert find_first_conv(create_model("vit_small", 10, dim=16, depth=1, heads=2))[0] == "patch_embed"
     name, conv = find_first_conv(create_model("timm/resnet10t", 10))
     assert conv.in_channels == 3
-    with pytest.raises(Exception, match="not a module"):
+    with pytest.raises(ConfigError, match="layer: .nope. is not a module of ResNet"):
         find_first_conv(create_model("resnet20", 10), "nope")
 
 

@@ -10,14 +10,14 @@ import torch
 
 from ctrlshift.errors import RegistryError
 from ctrlshift.generator.shifts import (FAMILIES, Targets, angle, create_family, draw_labels, draw_noise,
-                                        list_families, outside_fraction, sample_seed, shifted_latents, slerp)
+                                        list_families, outside_fraction, sample_seed, slerp)
 from ctrlshift.registry import Registry
 
 D = 3072
 
 
-def fam(name, dim=D, **params):
-    return create_family(name, dim, Targets(dim), params)
+def fam(name, dim=D, train_value=None, **params):
+    return create_family(name, dim, Targets(dim), params, train_value)
 
 
 def noise(n, dim=D, seed=0):
@@ -83,7 +83,7 @@ def test_truncation_scales_norm():
     z = fam("truncation").transform(eps, 110)
     assert torch.allclose(z, eps * 1.1, atol=1e-6)
     assert float(z.norm(dim=1).mean() / math.sqrt(D)) == pytest.approx(1.1, rel=0.01)
-    assert fam("truncation").axis(105, 90) == pytest.approx(1.05)
+    assert fam("truncation", train_value=90).axis(105) == pytest.approx(1.05)
 
 
 @pytest.mark.parametrize("v", [50, 70, 100])
@@ -92,7 +92,7 @@ def test_extend_angle_to_u_is_t_pi_over_2(v):
     z = f.transform(noise(100), v)
     angles = torch.tensor([angle(zi, f.u) for zi in z])
     assert float(angles.mean()) == pytest.approx(v / 100 * math.pi / 2, abs=0.02)
-    assert f.axis(v, 50) == pytest.approx((v - 50) / 100 * math.pi)
+    assert f.axis(v) == pytest.approx((v - 50) / 100 * math.pi)
 
 
 def test_overlap_centre_turns_from_u1_towards_u2():
@@ -100,7 +100,7 @@ def test_overlap_centre_turns_from_u1_towards_u2():
     w = angle(f.u1, f.u2)
     assert w == pytest.approx(math.pi / 2, abs=0.05)  # nearly orthogonal in high dimension
     for v in (0, 20, 40):  # exact for equal norms; |u1| and |u2| differ by O(1/sqrt(d))
-        assert f.centre_angle(v, 0) == pytest.approx(v / 100 * w, abs=0.01)
+        assert f.centre_angle(v) == pytest.approx(v / 100 * w, abs=0.01)
     z = f.transform(noise(100), 30)
     # z = slerp(c, eps; 0.5): about 45 degrees from the centre
     assert float(torch.tensor([angle(zi, f.centre(30)) for zi in z]).mean()) == pytest.approx(math.pi / 4, abs=0.02)
@@ -108,8 +108,8 @@ def test_overlap_centre_turns_from_u1_towards_u2():
 
 def test_mean_rotation_keeps_norm_and_turns_mean_exactly():
     f = fam("mean_rotation", rho=0.6)
-    assert f.axis(30, 0) == pytest.approx(math.radians(30), abs=1e-9)
-    assert f.axis(90, 0) == pytest.approx(math.pi / 2, abs=1e-9)
+    assert f.axis(30) == pytest.approx(math.radians(30), abs=1e-9)
+    assert f.axis(90) == pytest.approx(math.pi / 2, abs=1e-9)
     z0, z90 = f.transform(noise(400), 0), f.transform(noise(400), 90)
     for z in (z0, z90):
         assert float((z.double() ** 2).sum(1).mean() / D) == pytest.approx(1.0, rel=0.01)
@@ -129,7 +129,7 @@ def test_subspace_scale_changes_variance_only_inside_the_subspace():
 def test_class_conditional_shift_moves_only_chosen_classes():
     f = fam("overlap", dim=64)
     eps, labels = noise(40, 64), torch.arange(40) % 4
-    z = shifted_latents(f, eps, labels, 30, 0, classes=[1, 3])
+    z = f.latents(eps, labels, 30, classes=[1, 3])
     moved = torch.isin(labels, torch.tensor([1, 3]))
     assert torch.allclose(z[moved], f.transform(eps[moved], 30))
     assert torch.allclose(z[~moved], f.transform(eps[~moved], 0))
@@ -166,8 +166,8 @@ def test_uniform_labels_are_iid_and_index_pure():
 def test_outside_fraction_matches_chi_square_closed_form():
     stats = pytest.importorskip("scipy.stats", reason="needs scipy for the chi-square closed form")
     d, alpha, s0, s1 = 64, 0.05, 90.0, 100.0
-    f = fam("truncation", dim=d)
-    est = outside_fraction(f, s1, s0, samples=40000, alpha=alpha, seed=1)
+    f = fam("truncation", dim=d, train_value=s0)
+    est = outside_fraction(f, s1, samples=40000, alpha=alpha, seed=1)
     # |z|^2 / s^2 ~ chi2_d; the box keeps the central 1-alpha of the train norm.
     lo, hi = stats.chi2.ppf([alpha / 2, 1 - alpha / 2], d)
     r = (s0 / s1) ** 2
@@ -176,14 +176,14 @@ def test_outside_fraction_matches_chi_square_closed_form():
 
 
 def test_outside_fraction_no_shift_is_alpha_and_disjoint_is_one():
-    f = fam("overlap", dim=256)
-    assert outside_fraction(f, 0, 0, samples=20000, alpha=0.02) == pytest.approx(0.02, abs=0.006)
-    assert outside_fraction(f, 100, 0, samples=2000) == 1.0
+    f = fam("overlap", dim=256, train_value=0)
+    assert outside_fraction(f, 0, samples=20000, alpha=0.02) == pytest.approx(0.02, abs=0.006)
+    assert outside_fraction(f, 100, samples=2000) == 1.0
 
 
 def test_outside_fraction_grows_with_intensity():
-    f = fam("subspace_scale", dim=256)
-    fr = [outside_fraction(f, v, 100, samples=4000) for v in (100, 90, 80, 60)]
+    f = fam("subspace_scale", dim=256, train_value=100)
+    fr = [outside_fraction(f, v, samples=4000) for v in (100, 90, 80, 60)]
     assert fr == sorted(fr) and fr[-1] > 0.9
 
 

@@ -9,9 +9,9 @@ import torch
 
 from ctrlshift.cli import main
 from ctrlshift.errors import ConfigError
-from ctrlshift.evaluation.vlm import VLMConfig, cached_embeddings, load_templates, load_vlm
+from ctrlshift.models import VLMConfig, cached_embeddings, load_templates, load_vlm
 
-from .conftest import byte_clip_tokenizer, tiny_config
+from .conftest import byte_clip_tokenizer
 
 TINY_CFG = {"embed_dim": 16,
             "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 4, "head_width": 16},
@@ -95,22 +95,16 @@ def test_embedding_cache_is_keyed_and_reused(tiny_open_clip, tmp_path):
 
 
 @pytest.mark.slow
-def test_gap_job_on_a_dataset_writes_metrics_corrections_curves_and_zero_shot(tiny_open_clip, tmp_path, capsys,
-                                                                                write_config):
-    from diffusers import DDIMScheduler, UNet2DModel
-
-    torch.manual_seed(0)  # a 16x16, 10-class random UNet: the dataset's images fit the tiny CLIP
-    unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
-                       num_class_embeds=10, norm_num_groups=4)
-    unet.save_pretrained(tmp_path / "u" / "unet")
-    DDIMScheduler(num_train_timesteps=50).save_pretrained(tmp_path / "u" / "scheduler")
-    cfg = tiny_config(tmp_path / "u", **{"decoder.latent_shape": [3, 16, 16], "decoder.num_classes": 10,
-                                         "splits.test.size": 20})
-    assert main(["generate", str(write_config(cfg)), "--out", str(tmp_path / "ds"), "--no-progress"]) == 0
+def test_gap_job_on_a_dataset_writes_metrics_corrections_curves_and_zero_shot(tiny_open_clip, tiny_dataset, tmp_path,
+                                                                                capsys):
+    # The shared dataset's 4 classes get their own prompt set (data, like the packaged ones); the
+    # tiny CLIP's preprocessing resizes its 8x8 images to 16x16.
+    tpl = tmp_path / "four.json"
+    tpl.write_text(json.dumps({"classes": ["zero", "one", "two", "three"],
+                               "templates": {"train": ["a photo of {}"], "heldout": ["the digit {}"]}}))
     out = tmp_path / "gap"
-    assert main(["gap", "gap-tiny-clip", f"vlm.name=local-dir:{tiny_open_clip}", f"data.source={tmp_path / 'ds'}",
-                 "correction.alphas=[0, 0.5, 1]", "robustness.trials=1", "--out", str(out)]) == 0
+    assert main(["gap", "gap-tiny-clip", f"vlm.name=local-dir:{tiny_open_clip}", f"data.source={tiny_dataset[1]}",
+                 f"templates={tpl}", "correction.alphas=[0, 0.5, 1]", "robustness.trials=1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "projected correction:" in text and "clean zero-shot top-1" in text
     rep = json.loads((out / "gap_metrics.json").read_text())

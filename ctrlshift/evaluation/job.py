@@ -10,20 +10,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
 from ..config import meta, to_dict
+from ..dataset import Dataset, FamilyInfo, Split, SplitCache
+from ..device import resolve_device
 from ..errors import ConfigError, CtrlshiftError
-from ..provenance import git_commit, versions
-from .data import Dataset, Split
-from .metrics import classification_metrics
-from .models import count_params, create_model
-from .results import SCHEMA, write_result
-from .robustness import distances, flip_intensities, flip_summary, sweep_summary
-from .train import AUGMENTS, Preprocess, TrainConfig, predict, train_classifier
+from ..models import count_params, create_model
+from ..results import DatasetRef, ResultRecord, write_result
+from .sweep import sweep_metrics
+from .train import AUGMENTS, Preprocess, Recipe, TrainConfig, predict, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +33,10 @@ class ModelSpec:
     pretrained: bool = field(default=False, metadata=meta("timm pretrained weights when available"))
     train: bool = field(default=True, metadata=meta(
         "false: evaluate as is (a pretrained classifier), mapping dataset labels through model_label"))
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
@@ -50,6 +51,7 @@ class EvaluateConfig:
     families: list[str] | None = field(default=None, metadata=meta("subset of the dataset's families (default: all)"))
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = field(default="auto", metadata=meta("auto | cpu | cuda"))
+    plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
 
     def validate(self, path: str = "") -> None:
         bad = [a for a in self.augments if a not in AUGMENTS]
@@ -61,121 +63,95 @@ class EvaluateConfig:
             raise ConfigError(f"train_sizes: {self.train_sizes} has a negative size")
 
 
-def run_id(spec: ModelSpec, augment: str, size: int, seed: int) -> str:
-    label = (spec.label or spec.name).replace("/", "_")
-    if not spec.train:
-        return f"{label}__pretrained__s{seed}"
-    return f"{label}__{augment}__n{size or 'all'}__s{seed}"
+@dataclass
+class RunSpec:
+    """One run of the sweep: a model with one recipe on one family."""
+
+    family: FamilyInfo
+    model: ModelSpec
+    augment: str
+    size: int  # training-set size (0: all)
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        label = self.model.display.replace("/", "_")
+        if not self.model.train:
+            return f"{label}__pretrained__s{self.seed}"
+        return f"{label}__{self.augment}__n{self.size or 'all'}__s{self.seed}"
+
+
+def plan_runs(cfg: EvaluateConfig, families: dict[str, FamilyInfo]) -> list[RunSpec]:
+    runs = []
+    for fam in cfg.families or list(families):
+        for spec in cfg.models:
+            for augment in (cfg.augments if spec.train else ["none"]):
+                for size in (cfg.train_sizes if spec.train else [0]):
+                    runs.extend(RunSpec(families[fam], spec, augment, size, seed) for seed in cfg.seeds)
+    return runs
+
+
+def _check_families(cfg: EvaluateConfig, families: dict[str, FamilyInfo], data) -> None:
+    unknown = [f for f in cfg.families or [] if f not in families]
+    if unknown:
+        raise ConfigError(f"families: {unknown} are not in {data}; it has {', '.join(families)}")
+    for f in cfg.families or list(families):
+        if families[f].base is None:
+            raise CtrlshiftError(f"{data}: family {f!r} has no train split at its base value; "
+                                 "generate it with splits.train.size > 0")
 
 
 def evaluate(cfg: EvaluateConfig, data: str | Path, out: str | Path, progress: bool = True) -> list[Path]:
     """Run the sweep; returns the result files (existing ones included)."""
     ds = Dataset.open(data)
     families = ds.families()
-    wanted = cfg.families or list(families)
-    unknown = [f for f in wanted if f not in families]
-    if unknown:
-        raise ConfigError(f"families: {unknown} are not in {data}; it has {', '.join(families)}")
-    for f in wanted:
-        if families[f]["base"] is None:
-            raise CtrlshiftError(f"{data}: family {f!r} has no train split at its base value; "
-                                 "generate it with splits.train.size > 0")
-    out = Path(out)
-    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    device = torch.device("cpu" if cpu else "cuda")
-    cache: dict[tuple, Split] = {}
-
-    def load(config: str, split: str) -> Split:
-        if (config, split) not in cache:
-            cache[(config, split)] = ds.load(config, split)
-        return cache[(config, split)]
-
+    _check_families(cfg, families, data)
+    device = resolve_device(cfg.device)
+    load = SplitCache(ds)
     paths = []
-    for fam in wanted:
-        info = families[fam]
-        for spec in cfg.models:
-            for augment in (cfg.augments if spec.train else ["none"]):
-                for size in (cfg.train_sizes if spec.train else [0]):
-                    for seed in cfg.seeds:
-                        rid = run_id(spec, augment, size, seed)
-                        path = out / ds.root.name / fam / f"{rid}.json"
-                        paths.append(path)
-                        if path.is_file():
-                            log.info("skip %s/%s: %s exists", fam, rid, path)
-                            continue
-                        t0 = time.time()
-                        result = _run(cfg, ds, fam, info, spec, augment, size, seed, load, device, cpu,
-                                      path.parent / "checkpoints" / rid, progress)
-                        result["run_id"] = rid
-                        write_result(path, result)
-                        s = result["summary"]
-                        log.info("%s/%s: clean %.1f%%, worst %.1f%%, nAUC %.1f%% (%.0fs)", fam, rid,
-                                 100 * s["base"], 100 * s["worst"], 100 * s["nauc"], time.time() - t0)
+    for run in plan_runs(cfg, families):
+        path = Path(out) / ds.name / run.family.prefix / f"{run.run_id}.json"
+        paths.append(path)
+        if path.is_file():
+            log.info("skip %s/%s: %s exists", run.family.prefix, run.run_id, path)
+            continue
+        t0 = time.time()
+        result = run_one(cfg, ds, run, load, device, path.parent / "checkpoints" / run.run_id, progress)
+        write_result(path, result)
+        log.info("%s (%.0fs)", result.summary_line(), time.time() - t0)
     return paths
 
 
-def sweep_metrics(ds: Dataset, configs: list[str], logits_of: Callable[[str, Split], torch.Tensor],
-                  load: Callable[[str, str], Split] | None = None) -> tuple[dict, dict, dict | None]:
-    """Metrics of one family's test splits ``configs`` (ordered by intensity), the sweep summary,
-    and the flip-intensity summary (None when the splits differ in size). ``logits_of(config,
-    split)`` gives a model's logits; ``load`` reads a split (default: ``ds.load``)."""
-    load = load or ds.load
-    intensities = [ds.configs[c]["intensity"] for c in configs]
-    metrics, correct = {}, []
-    for config, d in zip(configs, distances(intensities)):
-        split = load(config, "test")
-        logits = logits_of(config, split)
-        m = classification_metrics(logits, split.labels)
-        m.update(value=ds.configs[config]["value"], intensity=ds.configs[config]["intensity"], distance=float(d))
-        metrics[config] = m
-        correct.append((logits.argmax(1) == split.labels).numpy())
-    summary = sweep_summary(intensities, [metrics[c]["top1"] for c in configs])
-    same = all(len(c) == len(correct[0]) for c in correct)
-    flip = flip_summary(intensities, flip_intensities(intensities, np.stack(correct))) if same else None
-    return metrics, summary, flip
-
-
-def _run(cfg, ds: Dataset, fam: str, info: dict, spec: ModelSpec, augment: str, size: int, seed: int, load,
-         device, cpu: bool, ckpt_dir: Path, progress: bool) -> dict:
-    base = info["base"]
-    train = load(base, "train").subset(size or None)
-    val = load(base, "val") if "val" in ds.configs[base]["splits"] else None
+def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: SplitCache, device: torch.device,
+            ckpt_dir: Path, progress: bool = True) -> ResultRecord:
+    """Train (unless the model is evaluated as is) and sweep one run; returns its result record."""
+    base = run.family.base
+    train = load(base, "train").subset(run.size or None)
+    val = load(base, "val") if "val" in ds.configs[base].splits else None
     pre = Preprocess.fit(train.images)
-    torch.manual_seed(seed)
-    kwargs = dict(spec.kwargs)
-    num_classes = ds.num_classes if spec.train else int(kwargs.pop("num_classes", 1000))
-    model = create_model(spec.name, num_classes, img_size=pre.img_size, pretrained=spec.pretrained, **kwargs)
-    training = {"augment": augment, "train_size": len(train), "config": to_dict(cfg.train)}
-    if spec.train:
-        record = train_classifier(model, train, val, cfg.train, augment, seed, pre, ckpt_dir, progress, cpu=cpu)
-        training.update(record)
+    torch.manual_seed(run.seed)
+    kwargs = dict(run.model.kwargs)
+    num_classes = ds.num_classes if run.model.train else int(kwargs.pop("num_classes", 1000))
+    model = create_model(run.model.name, num_classes, img_size=pre.img_size, pretrained=run.model.pretrained, **kwargs)
+    training = {"augment": run.augment, "train_size": len(train), "config": to_dict(cfg.train)}
+    if run.model.train:
+        recipe = Recipe(cfg.train, run.augment, run.seed)
+        training.update(train_classifier(model, train, val, pre, recipe, ckpt_dir, progress, device=device))
     model = model.to(device)
     label_map = None
-    if not spec.train:  # pretrained: dataset label k is the model's class model_label[k]
-        classes = ds.manifest["config"]["decoder"].get("classes")
-        label_map = torch.tensor(classes) if classes else None
+    if not run.model.train:  # pretrained: dataset label k is the model's class model_label[k]
+        label_map = torch.tensor(ds.model_classes) if ds.model_classes else None
+
     def logits_of(config: str, split: Split) -> torch.Tensor:
         logits = predict(model, split, pre, device, cfg.train.eval_batch_size, cfg.train.channels_last)
         return logits[:, label_map] if label_map is not None else logits
 
-    metrics, summary, flip = sweep_metrics(ds, info["tests"], logits_of, load)
+    metrics, summary, flip = sweep_metrics(ds, run.family, logits_of, load)
     if ckpt_dir.is_dir():
         (ckpt_dir / "checkpoint.pt").unlink(missing_ok=True)
-    return {
-        "schema": SCHEMA,
-        "task": "classification",
-        "model": {"name": spec.name, "label": spec.label or spec.name, "kwargs": spec.kwargs,
-                  "pretrained": spec.pretrained, "trained": spec.train, "params": count_params(model)},
-        "dataset": {"path": str(ds.root), "name": ds.root.name, "hash": ds.dataset_hash, "family": fam,
-                    "base_config": base, "axis": info["axis"], "axis_unit": info["axis_unit"],
-                    "class_names": ds.class_names},
-        "preprocessing": pre.as_dict(),
-        "training": training,
-        "seed": seed,
-        "metrics": metrics,
-        "summary": summary,
-        "flip": flip,
-        "ctrlshift_version": versions()["ctrlshift"],
-        "git_commit": git_commit(),
-        "versions": versions(),
-    }
+    return ResultRecord.new(
+        task="classification", run_id=run.run_id,
+        model={"name": run.model.name, "label": run.model.display, "kwargs": run.model.kwargs,
+               "pretrained": run.model.pretrained, "trained": run.model.train, "params": count_params(model)},
+        dataset=DatasetRef.of(ds, run.family), preprocessing=pre.as_dict(), training=training, seed=run.seed,
+        metrics=metrics, summary=summary, flip=flip)

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import meta
-from .data import Split
+from ..dataset import Split
+from ..device import resolve_device
+from ..files import atomic_save_torch
 
 log = logging.getLogger(__name__)
 
@@ -138,101 +140,139 @@ def predict(model: torch.nn.Module, split: Split, pre: Preprocess, device, batch
     return torch.cat(outs) if outs else torch.empty(0, 0)
 
 
-def train_classifier(model: torch.nn.Module, train: Split, val: Split | None, cfg: TrainConfig, augment: str,
-                     seed: int, pre: Preprocess, run_dir: Path | None = None, progress: bool = True,
-                     cpu: bool | None = None) -> dict:
-    """Train ``model`` in place (it ends with the best validation epoch's weights); returns the
-    training record (history, seconds, best epoch, validation accuracy)."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
+@dataclass
+class Recipe:
+    """How one model is trained: the training config, an augmentation preset and a seed (data
+    order, augmentation, dropout)."""
 
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment {augment!r}; expected one of {AUGMENTS}")
-    if cpu is None:
-        cpu = not torch.cuda.is_available()
-    acc = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision)
-    device = acc.device
-    channels_last = cfg.channels_last and device.type == "cuda"
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # the model's own init was drawn by the caller; this seeds dropout
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: str = "none"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment {self.augment!r}; expected one of {AUGMENTS}")
+
+
+def _optimiser(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int):
+    """SGD (Nesterov) or AdamW, with a linear warm-up then a cosine decay per step."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     else:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup))
-    model, opt = acc.prepare(model, opt)
-    rank, world = acc.process_index, acc.num_processes
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup))
 
-    start_epoch, history, best = 0, [], {"epoch": -1, "val_top1": -1.0, "state": None}
-    ckpt = run_dir / "checkpoint.pt" if run_dir is not None else None
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        acc.unwrap_model(model).load_state_dict(state["model"])
+
+class _Checkpoint:
+    """The state of a training run after each epoch, to resume from after an interruption."""
+
+    def __init__(self, run_dir: Path | None):
+        self.path = run_dir / "checkpoint.pt" if run_dir is not None else None
+
+    def load(self, net, opt, sched, gen) -> tuple[int, list, dict] | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
-        start_epoch, history, best = state["epoch"], state["history"], state["best"]
-        log.info("resumed training at epoch %d from %s", start_epoch, ckpt)
+        log.info("resumed training at epoch %d from %s", state["epoch"], self.path)
+        return state["epoch"], state["history"], state["best"]
 
-    images, labels = train.images, train.labels
+    def save(self, net, opt, sched, gen, epoch: int, history: list, best: dict) -> None:
+        if self.path is not None:
+            atomic_save_torch(self.path, {"model": net.state_dict(), "opt": opt.state_dict(),
+                                          "sched": sched.state_dict(), "gen": gen.get_state(), "epoch": epoch,
+                                          "history": history, "best": best})
+
+
+def _loss(model, x, y, cfg: TrainConfig, augment: str, gen: torch.Generator) -> torch.Tensor:
+    if augment != "mixup":
+        return F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+    lam = float(torch.distributions.Beta(cfg.mixup_alpha, cfg.mixup_alpha).sample()) if cfg.mixup_alpha > 0 else 1.0
+    j = torch.randperm(len(x), generator=gen).to(x.device)
+    out = model(lam * x + (1 - lam) * x[j])
+    return lam * F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing) + \
+        (1 - lam) * F.cross_entropy(out, y[j], label_smoothing=cfg.label_smoothing)
+
+
+def _epoch(acc, model, opt, sched, train: Split, pre: Preprocess, recipe: Recipe, gen: torch.Generator,
+           channels_last: bool) -> dict:
+    """One pass over ``train`` in a seeded order; returns the epoch's loss and throughput."""
+    cfg, device = recipe.train, acc.device
+    rank, world = acc.process_index, acc.num_processes
+    steps = max(1, math.ceil(len(train) / cfg.batch_size))
+    model.train()
+    perm = torch.randperm(len(train), generator=gen)
+    seen, loss_sum, t0 = 0, 0.0, time.time()
+    for s in range(steps):
+        idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+        idx = idx[rank::world] if world > 1 else idx
+        x = augment_batch(train.images[idx].to(device, non_blocking=True), recipe.augment, gen)
+        y = train.labels[idx].to(device, non_blocking=True)
+        x = pre(x.to(device))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with acc.autocast():
+            loss = _loss(model, x, y, cfg, recipe.augment, gen)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        opt.step()
+        sched.step()
+        seen += len(idx)
+        loss_sum += loss.detach() * len(idx)
+    loss_epoch = float(loss_sum) / max(seen, 1)
+    return {"loss": round(loss_epoch, 5), "img_per_s": round(seen * world / (time.time() - t0), 1)}
+
+
+def train_classifier(model: torch.nn.Module, train: Split, val: Split | None, pre: Preprocess, recipe: Recipe,
+                     run_dir: Path | None = None, progress: bool = True,
+                     device: str | torch.device | None = None) -> dict:
+    """Train ``model`` in place (it ends with the best validation epoch's weights); returns the
+    training record (history, seconds, best epoch, validation accuracy). With ``run_dir`` it
+    checkpoints every epoch there and resumes from the checkpoint it finds."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    cfg = recipe.train
+    device = resolve_device(device if device is not None else "auto")
+    acc = Accelerator(cpu=device.type == "cpu", mixed_precision=cfg.mixed_precision)
+    channels_last = cfg.channels_last and acc.device.type == "cuda"
+    gen = torch.Generator().manual_seed(recipe.seed)
+    torch.manual_seed(recipe.seed)  # the model's own init was drawn by the caller; this seeds dropout
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt, sched = _optimiser(model, cfg, max(1, math.ceil(len(train) / cfg.batch_size)))
+    model, opt = acc.prepare(model, opt)
+    ckpt = _Checkpoint(run_dir)
+    start_epoch, history, best = 0, [], {"epoch": -1, "val_top1": -1.0, "state": None}
+    resumed = ckpt.load(acc.unwrap_model(model), opt, sched, gen)
+    if resumed is not None:
+        start_epoch, history, best = resumed
+
     t0 = time.time()
     bar = tqdm(range(start_epoch, cfg.epochs), desc="train", unit="epoch", disable=not (progress and acc.is_main_process),
                dynamic_ncols=True, leave=False)
     for epoch in bar:
-        model.train()
-        perm = torch.randperm(len(train), generator=gen)
-        seen, loss_sum, te = 0, 0.0, time.time()
-        for s in range(steps_per_epoch):
-            idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            idx = idx[rank::world] if world > 1 else idx
-            x = augment_batch(images[idx].to(device, non_blocking=True), augment, gen)
-            y = labels[idx].to(device, non_blocking=True)
-            x = pre(x.to(device))
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with acc.autocast():
-                if augment == "mixup":
-                    lam = float(torch.distributions.Beta(cfg.mixup_alpha, cfg.mixup_alpha).sample()) \
-                        if cfg.mixup_alpha > 0 else 1.0
-                    j = torch.randperm(len(x), generator=gen).to(device)
-                    out = model(lam * x + (1 - lam) * x[j])
-                    loss = lam * F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing) + \
-                        (1 - lam) * F.cross_entropy(out, y[j], label_smoothing=cfg.label_smoothing)
-                else:
-                    loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            opt.step()
-            sched.step()
-            seen += len(idx)
-            loss_sum += loss.detach() * len(idx)
-        loss_epoch = float(loss_sum) / max(seen, 1)
-        record = {"epoch": epoch + 1, "loss": round(loss_epoch, 5), "img_per_s": round(seen * world / (time.time() - te), 1)}
+        record = {"epoch": epoch + 1, **_epoch(acc, model, opt, sched, train, pre, recipe, gen, channels_last)}
         if val is not None and len(val):
-            logits = predict(model, val, pre, device, cfg.eval_batch_size, channels_last)
+            logits = predict(model, val, pre, acc.device, cfg.eval_batch_size, channels_last)
             record["val_top1"] = float((logits.argmax(1) == val.labels).double().mean())
             if record["val_top1"] > best["val_top1"]:
                 best = {"epoch": epoch + 1, "val_top1": record["val_top1"],
                         "state": copy.deepcopy(acc.unwrap_model(model).state_dict())}
         history.append(record)
-        bar.set_postfix(loss=f"{loss_epoch:.3f}", val=f"{record.get('val_top1', float('nan')):.3f}",
+        bar.set_postfix(loss=f"{record['loss']:.3f}", val=f"{record.get('val_top1', float('nan')):.3f}",
                         img_s=f"{record['img_per_s']:.0f}")
-        if ckpt is not None and acc.is_main_process:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": acc.unwrap_model(model).state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "gen": gen.get_state(), "epoch": epoch + 1,
-                        "history": history, "best": best}, tmp)
-            tmp.replace(ckpt)
+        if acc.is_main_process:
+            ckpt.save(acc.unwrap_model(model), opt, sched, gen, epoch + 1, history, best)
     bar.close()
     net = acc.unwrap_model(model)
     if best["state"] is not None:
         net.load_state_dict(best["state"])
     return {"history": history, "seconds": round(time.time() - t0, 2), "best_epoch": best["epoch"],
-            "val_top1": best["val_top1"] if best["epoch"] >= 0 else None, "device": str(device),
-            "num_processes": world}
+            "val_top1": best["val_top1"] if best["epoch"] >= 0 else None, "device": str(acc.device),
+            "num_processes": acc.num_processes}

@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 
 from ..errors import ConfigError
+from ..files import atomic_save_torch, atomic_write_json
 from .metrics import centred_span, gap_vector, normalize
 
 KINDS = ("projected", "mean", "liang")
@@ -55,12 +56,12 @@ class Correction:
         return Correction(self.kind, alpha, self.vector, self.renormalize, self.basis, self.source)
 
     def save(self, path: str | Path) -> None:
+        """``PATH.pt`` (the tensors, read back with ``weights_only=True``) then ``PATH.json``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"vector": self.vector, "basis": self.basis}, path.with_suffix(".pt"))
-        path.with_suffix(".json").write_text(json.dumps(
-            {"kind": self.kind, "alpha": self.alpha, "renormalize": self.renormalize, "source": self.source,
-             "dim": int(self.vector.numel()), "tensors": path.with_suffix(".pt").name}, indent=1))
+        atomic_save_torch(path.with_suffix(".pt"), {"vector": self.vector, "basis": self.basis})
+        atomic_write_json(path.with_suffix(".json"), {
+            "kind": self.kind, "alpha": self.alpha, "renormalize": self.renormalize, "source": self.source,
+            "dim": int(self.vector.numel()), "tensors": path.with_suffix(".pt").name})
 
     @classmethod
     def load(cls, path: str | Path) -> "Correction":

@@ -8,6 +8,7 @@ schema (``DIR/results``), which ``ctrlshift build`` merges with classifier resul
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,26 +17,28 @@ import numpy as np
 import torch
 
 from ..config import meta, to_dict
+from ..dataset import Dataset, load_source
 from ..errors import ConfigError
-from ..evaluation.data import Dataset, load_imagefolder, load_torchvision, mnist5k
-from ..evaluation.job import sweep_metrics
-from ..evaluation.results import SCHEMA as RESULT_SCHEMA, write_result
-from ..evaluation.vlm import VLMConfig, cached_embeddings, load_templates, load_vlm
-from ..generator.writer import atomic_write_json
+from ..evaluation import sweep_metrics
+from ..files import atomic_write_json
+from ..models import VLMConfig, cached_embeddings, load_templates, load_vlm
 from ..plotting import pyplot, save
-from ..provenance import git_commit, versions
+from ..provenance import stamp
+from ..results import DatasetRef, ResultRecord, write_result
 from . import corrections
 from .metrics import gap_report
 from .robustness import robustness_curves
 
 log = logging.getLogger(__name__)
 
+REPORT_SCHEMA = "ctrlshift-gap/1"
+
 
 @dataclass
 class GapData:
     source: str = field(default="mnist5k", metadata=meta(
-        "mnist5k (held-out real digits), a ctrlshift dataset folder, an ImageFolder tree, or "
-        "torchvision:<Dataset>:<root>[:train|test]"))
+        "mnist5k (held-out real digits), a ctrlshift dataset folder, an ImageFolder tree, "
+        "torchvision:<Dataset>:<root>[:train|test], or any registered data source"))
     config: str | None = field(default=None, metadata=meta(
         "dataset config used for the gap and the corrections (default: the first family's base)"))
     split: str = field(default="test", metadata=meta("split used for the gap and the corrections"))
@@ -67,6 +70,7 @@ class GapConfig:
     correction: CorrectionSweep = field(default_factory=CorrectionSweep)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     zero_shot: bool = field(default=True, metadata=meta("zero-shot accuracy at every intensity (ctrlshift datasets)"))
+    plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
 
     def validate(self, path: str = "") -> None:
         bad = [k for k in self.correction.kinds if k not in corrections.KINDS]
@@ -74,7 +78,67 @@ class GapConfig:
             raise ConfigError(f"correction.kinds: {bad} are not corrections; expected some of {', '.join(corrections.KINDS)}")
 
 
-def run(cfg: GapConfig, out: str | Path) -> dict:
+@dataclass
+class GapReport:
+    """``gap_metrics.json``: the gap of one model on one image set, with clean accuracy."""
+
+    vlm: dict
+    data: dict  # the image set's identity (also the embedding-cache key)
+    templates: str
+    reference_templates: str
+    n_images: int
+    dim: int
+    classes: dict  # gap_report(images, class texts)
+    pairs: dict  # gap_report(images, their own class text), paired
+    clean_top1: float
+    reworded_top1: dict[str, float]
+    config: dict
+    schema: str = REPORT_SCHEMA
+    ctrlshift_version: str = ""
+    git_commit: str | None = None
+    versions: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        return {"schema": out.pop("schema"), **out}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "GapReport":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def summary_lines(self) -> list[str]:
+        c = self.classes
+        return [f"gap |mean(text) - mean(image)| = {c['l2m']:.3f}; RMG {self.pairs['rmg']:.3f}; "
+                f"gap inside the text span {c['gap_in_span_text']:.3f}, image span {c['gap_in_span_image']:.3f}",
+                f"clean zero-shot top-1 {100 * self.clean_top1:.1f}%; reworded: "
+                + ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.reworded_top1.items())]
+
+
+@dataclass
+class GapRun:
+    """What ``run`` wrote: the report, the robustness curves per correction, plots, result files."""
+
+    report: GapReport
+    curves: dict[str, list[dict]]
+    plots: list[str]
+    results: list[Path]
+
+    def summary_lines(self) -> list[str]:
+        lines = self.report.summary_lines()
+        for kind, rows in self.curves.items():
+            lines.append(f"{kind} correction:")
+            for r in rows:
+                noise = " ".join(f"{100 * v:.1f}" for v in r["noise"].values())
+                quant = " ".join(f"{100 * v:.1f}" for v in r["quantisation"].values())
+                tpl = " ".join(f"{100 * v['unchanged']:.1f}" for v in r.get("templates", {}).values())
+                lines.append(f"  alpha {r['alpha']:<5} clean {100 * r['clean_top1']:5.1f}% | noise {noise} | "
+                             f"quant {quant} | reworded {tpl}")
+        return lines
+
+
+def run(cfg: GapConfig, out: str | Path) -> GapRun:
+    """Measure, correct and stress the modality gap of ``cfg.vlm`` on ``cfg.data``; write to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     vlm = load_vlm(cfg.vlm)
@@ -82,38 +146,25 @@ def run(cfg: GapConfig, out: str | Path) -> dict:
     sets = list(tpl["templates"])
     ref_set, others = sets[0], sets[1:]
 
-    ds = None
-    if cfg.data.source == "mnist5k":
-        _, split, class_names = mnist5k(cfg.data.size)
-        key = {"data": "mnist5k", "size": cfg.data.size, "split": "heldout"}
-    elif cfg.data.source.startswith("torchvision:"):
-        split, class_names = load_torchvision(cfg.data.source)
-        key = {"data": cfg.data.source}
-    elif not (Path(cfg.data.source) / "manifest.json").is_file() and Path(cfg.data.source).is_dir():
-        split, class_names = load_imagefolder(cfg.data.source)
-        key = {"data": str(Path(cfg.data.source).resolve()), "kind": "imagefolder", "n": len(split)}
-    else:
-        ds = Dataset.open(cfg.data.source)
-        config = cfg.data.config or next(f["base"] for f in ds.families().values() if f["base"])
-        split = ds.load(config, cfg.data.split)
-        class_names = ds.class_names
-        key = {"data": ds.dataset_hash, "config": config, "split": cfg.data.split}
-    names = tpl.get("classes") or class_names
-    if len(names) != len(class_names):
-        raise ConfigError(f"templates: {len(names)} class names for a dataset of {len(class_names)} classes")
+    data = load_source(cfg.data.source, cfg.data.config, cfg.data.split, cfg.data.size)
+    split, key = data.test, data.key
+    names = tpl.get("classes") or data.class_names
+    if len(names) != len(data.class_names):
+        raise ConfigError(f"templates: {len(names)} class names for a dataset of {len(data.class_names)} classes")
     cache = out / "cache"
     X = cached_embeddings(vlm, split.images, cache, key, cfg.vlm.batch_size).double()
     T = vlm.class_embeddings(names, tpl["templates"][ref_set]).double()
     reworded = {s: vlm.class_embeddings(names, tpl["templates"][s]).double() for s in others}
     labels = split.labels
 
-    report = {"schema": "ctrlshift-gap/1", "vlm": vlm.identity, "data": key, "templates": cfg.templates,
-              "reference_templates": ref_set, "n_images": len(X), "dim": X.shape[1],
-              "classes": gap_report(X, T), "pairs": gap_report(X, T[labels], paired=True),
-              "clean_top1": float(((X @ T.T).argmax(1) == labels).double().mean()),
-              "reworded_top1": {s: float(((X @ R.T).argmax(1) == labels).double().mean()) for s, R in reworded.items()},
-              "config": to_dict(cfg), "ctrlshift_version": versions()["ctrlshift"], "git_commit": git_commit()}
-    atomic_write_json(out / "gap_metrics.json", report)
+    report = GapReport.from_json({
+        "vlm": vlm.identity, "data": key, "templates": cfg.templates, "reference_templates": ref_set,
+        "n_images": len(X), "dim": X.shape[1], "classes": gap_report(X, T),
+        "pairs": gap_report(X, T[labels], paired=True),
+        "clean_top1": float(((X @ T.T).argmax(1) == labels).double().mean()),
+        "reworded_top1": {s: float(((X @ R.T).argmax(1) == labels).double().mean()) for s, R in reworded.items()},
+        "config": to_dict(cfg), **stamp()})
+    atomic_write_json(out / "gap_metrics.json", report.to_json())
 
     curves = {}
     for kind in cfg.correction.kinds:
@@ -127,9 +178,9 @@ def run(cfg: GapConfig, out: str | Path) -> dict:
                                                 "data": key, "curves": curves})
     plots = [plot_pca(X, T, labels, out / "pca.png"), plot_robustness(curves, out / "robustness.png")]
     results = []
-    if ds is not None and cfg.zero_shot:
-        results = zero_shot_results(vlm, ds, names, tpl["templates"][ref_set], cache, cfg, out / "results")
-    return {"report": report, "curves": curves, "plots": plots, "results": results}
+    if data.dataset is not None and cfg.zero_shot:
+        results = zero_shot_results(vlm, data.dataset, names, tpl["templates"][ref_set], cache, cfg, out / "results")
+    return GapRun(report, curves, plots, results)
 
 
 def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig, out: Path) -> list[Path]:
@@ -137,21 +188,18 @@ def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig,
     T = vlm.class_embeddings(names, templates)
     label = cfg.vlm.name.replace("/", "_").replace(":", "_")
     paths = []
-    for fam, info in ds.families().items():
+    for fam in ds.families().values():
         def logits_of(config: str, split) -> torch.Tensor:
             key = {"data": ds.dataset_hash, "config": config, "split": "test"}
             return 100.0 * cached_embeddings(vlm, split.images, cache, key) @ T.T
 
-        metrics, summary, flip = sweep_metrics(ds, info["tests"], logits_of)
-        path = out / ds.root.name / fam / f"{label}__zeroshot.json"
-        write_result(path, {
-            "schema": RESULT_SCHEMA, "task": "zero-shot", "run_id": f"{label}__zeroshot",
-            "model": {"name": cfg.vlm.name, "label": f"{cfg.vlm.name} (zero-shot)", **vlm.identity},
-            "dataset": {"path": str(ds.root), "name": ds.root.name, "hash": ds.dataset_hash, "family": fam,
-                        "base_config": info["base"], "axis": info["axis"], "axis_unit": info["axis_unit"]},
-            "preprocessing": {"templates": templates}, "training": None, "seed": 0, "metrics": metrics,
-            "summary": summary, "flip": flip,
-            "ctrlshift_version": versions()["ctrlshift"], "git_commit": git_commit(), "versions": versions()})
+        metrics, summary, flip = sweep_metrics(ds, fam, logits_of)
+        path = out / ds.name / fam.prefix / f"{label}__zeroshot.json"
+        write_result(path, ResultRecord.new(
+            task="zero-shot", run_id=f"{label}__zeroshot",
+            model={"name": cfg.vlm.name, "label": f"{cfg.vlm.name} (zero-shot)", **vlm.identity},
+            dataset=DatasetRef.of(ds, fam, class_names=False), preprocessing={"templates": templates},
+            training=None, seed=0, metrics=metrics, summary=summary, flip=flip))
         paths.append(path)
     return paths
 

@@ -19,7 +19,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..config import meta
+from ..config import load_config, meta
+from ..files import atomic_write_json
 from ..plotting import pyplot, save
 from .metrics import gap_vector, normalize, span_fraction, variance_along
 
@@ -131,3 +132,30 @@ def plot_toy(result: dict, cfg: ToyConfig, path: Path) -> list[str]:
         fig.tight_layout()
         paths += save(fig, path.with_name(path.stem + "-points"), ("png",))
     return paths
+
+
+@dataclass
+class ToyRun:
+    """What ``ctrlshift gap toy`` wrote: ``toy.json`` (the history) and its plots."""
+
+    config: ToyConfig
+    history: list[dict]
+    plots: list[str]
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for name, r in (("start", self.history[0]), ("end", self.history[-1])):
+            lines.append(f"{name:>5}: loss {r['loss']:.4f}, gap {r['gap_norm']:.3f}, variance share along gap "
+                         f"x {r['var_share_x']:.2e} y {r['var_share_y']:.2e}, gap inside span "
+                         f"x {r['gap_in_span_x']:.3f} y {r['gap_in_span_y']:.3f}")
+        return lines
+
+
+def run_toy(overrides: list[str] | dict, out: str | Path) -> ToyRun:
+    """Simulate with ``ToyConfig`` defaults <- ``overrides`` and write ``out/toy.json`` and plots."""
+    cfg = load_config(ToyConfig, None, overrides)
+    result = simulate(cfg)
+    out = Path(out)
+    atomic_write_json(out / "toy.json", {"schema": "ctrlshift-gap-toy/1", "config": vars(cfg),
+                                         "history": result["history"]})
+    return ToyRun(cfg, result["history"], plot_toy(result, cfg, out / "toy.png"))

@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from ..config import to_dict
+from ..dataset import ConfigInfo, card
+from ..dataset import format as fmt
 from ..errors import ConfigError, CtrlshiftError
-from ..provenance import git_commit, stable_hash, versions
-from . import writer
+from ..files import atomic_save_npy, atomic_save_npz, atomic_write_json, clean_temporaries
+from ..provenance import stable_hash, stamp
 from .decoders import Decoder, create_decoder, dataset_class_names, dataset_num_classes
-from .shifts import (ShiftFamily, Targets, create_family, draw_labels, draw_noise, outside_fraction,
-                     sample_seed, shifted_latents, typical_box)
+from .samplers import SAMPLERS
+from .shifts import ShiftFamily, Targets, create_family, draw_labels, draw_noise, outside_fraction, sample_seed, typical_box
 from .spec import GenerateConfig, ShiftSpec
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ class ConfigPlan:
 @dataclass
 class Plan:
     configs: list[ConfigPlan]
-    tasks: list[writer.ShardTask]
+    tasks: list[fmt.ShardTask]
 
     @property
     def images(self) -> int:
@@ -77,14 +79,14 @@ def build_plan(cfg: GenerateConfig) -> Plan:
                     splits[split] = {"num_examples": s.size, "seed": s.seed}
             if not splits:
                 continue
-            name = writer.config_name(spec.prefix, value)
+            name = fmt.config_name(spec.prefix, value)
             configs.append(ConfigPlan(name, spec, value, splits))
             for split, info in splits.items():
                 n, size = info["num_examples"], cfg.output.shard_size
                 count = math.ceil(n / size)
                 fp = _fingerprint(cfg, spec, split)
                 for k in range(count):
-                    tasks.append(writer.ShardTask(name, spec.prefix, spec.family, float(value), split,
+                    tasks.append(fmt.ShardTask(name, spec.prefix, spec.family, float(value), split,
                                                   info["seed"], k, count, k * size, min(n, (k + 1) * size), fp))
     return Plan(configs, tasks)
 
@@ -92,7 +94,7 @@ def build_plan(cfg: GenerateConfig) -> Plan:
 def make_families(cfg: GenerateConfig, latent_shape) -> dict[str, ShiftFamily]:
     dim = int(np.prod(latent_shape))
     targets = Targets(dim, cfg.targets.mode, cfg.targets.seed)
-    return {spec.prefix: create_family(spec.family, dim, targets, spec.params, f"shifts.{k}.params")
+    return {spec.prefix: create_family(spec.family, dim, targets, spec.params, spec.train_value, f"shifts.{k}.params")
             for k, spec in enumerate(cfg.shifts)}
 
 
@@ -102,15 +104,14 @@ def sample_latents(cfg: GenerateConfig, family: ShiftFamily, spec: ShiftSpec, va
     seeds = [sample_seed(split_seed, i) for i in indices]
     eps = draw_noise(seeds, family.dim)
     labels = draw_labels(split_seed, indices, num_classes, cfg.labels)
-    z = shifted_latents(family, eps, labels, value, spec.train_value, spec.classes)
-    return z, labels, seeds
+    return family.latents(eps, labels, value, spec.classes), labels, seeds
 
 
 def describe_plan(cfg: GenerateConfig, plan: Plan, families: dict[str, ShiftFamily] | None = None) -> str:
     """The plan as text (``--dry-run``): configs, shards, images and decoder calls."""
     bs = cfg.runtime.batch_size
-    per_batch = cfg.sampler.steps if cfg.sampler.name == "ddim" else 2 * cfg.sampler.steps - 1
-    if cfg.sampler.guidance_scale > 1:
+    per_batch = SAMPLERS.create(cfg.sampler.name, cfg.sampler).network_calls()
+    if cfg.sampler.guidance_scale > 1:  # conditional and unconditional halves of one doubled batch
         per_batch *= 2
     batches = sum(math.ceil(t.rows / bs) for t in plan.tasks)
     lines = [f"dataset {cfg.name!r}: {len(plan.configs)} configs, {len(plan.tasks)} shards, "
@@ -126,10 +127,10 @@ def describe_plan(cfg: GenerateConfig, plan: Plan, families: dict[str, ShiftFami
     lines.append(f"{'config':<28} {'family':<16} {'value':>8} {'axis':>10} {'intensity':>10}  splits")
     for c in plan.configs:
         fam = families[c.spec.prefix] if families else None
-        axis = f"{fam.axis(c.value, c.spec.train_value):>10.4g}" if fam else f"{'?':>10}"
+        axis = f"{fam.axis(c.value):>10.4g}" if fam else f"{'?':>10}"
         name = fam.axis_name if fam else ""
         splits = ", ".join(f"{s} {v['num_examples']}" for s, v in c.splits.items())
-        lines.append(f"{c.name:<28} {c.spec.family:<16} {writer.format_value(c.value):>8} "
+        lines.append(f"{c.name:<28} {c.spec.family:<16} {fmt.format_value(c.value):>8} "
                      f"{name:>10} {axis}  {splits}")
     return "\n".join(lines)
 
@@ -143,11 +144,11 @@ def _state(cfg: GenerateConfig):
     return PartialState(cpu=cfg.runtime.device == "cpu")
 
 
-def _rank0_prepare(root: Path) -> writer.DirLock:
+def _rank0_prepare(root: Path):
     root.mkdir(parents=True, exist_ok=True)
-    lock = writer.DirLock(root)
+    lock = fmt.folder_lock(root)
     lock.acquire()
-    removed = writer.clean_temporaries(root)
+    removed = clean_temporaries(root)
     if removed:
         log.info("removed %d temporary files of an interrupted run", removed)
     return lock
@@ -194,7 +195,7 @@ def _generate(cfg: GenerateConfig, root: Path, state, overwrite: bool, progress:
 
     pending = []
     for task in mine:
-        status = writer.shard_status(root, task)
+        status = fmt.shard_status(root, task)
         if status == "stale" and not overwrite:
             raise CtrlshiftError(f"{root / task.rel_path}: made with other settings than this config; "
                                  "use another --out, or --overwrite to replace it")
@@ -235,9 +236,9 @@ def _write_shards(cfg, root, decoder: Decoder, families, tasks, class_names, num
             pngs: list[Future] = []
             for b in range(0, task.rows, bs):
                 images = decoder.decode(z[b:b + bs], model_labels[b:b + bs])
-                pngs.append(encoders.submit(writer.encode_png, images.cpu().numpy()))
+                pngs.append(encoders.submit(fmt.encode_png, images.cpu().numpy()))
                 bar.update(min(bs, task.rows - b))
-            intensity = family.axis(task.value, spec.train_value)
+            intensity = family.axis(task.value)
             columns = {"label": labels.tolist(), "model_label": model_labels.tolist(), "index": list(indices),
                        "seed": seeds, "family": [spec.family] * task.rows, "value": [task.value] * task.rows,
                        "intensity": [intensity] * task.rows}
@@ -253,43 +254,38 @@ def _write_shards(cfg, root, decoder: Decoder, families, tasks, class_names, num
 
 def _store(root, task, class_names, columns, pngs, rank):
     columns["png"] = [b for f in pngs for b in f.result()]
-    return writer.write_shard(root, task, class_names, columns, rank)
+    return fmt.write_shard(root, task, class_names, columns, rank)
 
 
 def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, families, class_names,
             num_processes: int) -> dict:
     records = []
     for task in plan.tasks:
-        status = writer.shard_status(root, task)
+        status = fmt.shard_status(root, task)
         if status != "done":
             raise CtrlshiftError(f"{root / task.rel_path}: {status} after the run; rerun the same command to finish it")
-        records.append(writer.read_record(root, task))
+        records.append(fmt.read_record(root, task))
     records.sort(key=lambda r: r["path"])
     configs = {}
     boxes = {}  # one training typical set per family, shared by its values
     for c in plan.configs:
         fam = families[c.spec.prefix]
         if c.spec.prefix not in boxes:
-            boxes[c.spec.prefix] = typical_box(fam, c.spec.train_value, cfg.intensity.samples, cfg.intensity.alpha)
-        frac = outside_fraction(fam, c.value, c.spec.train_value, cfg.intensity.samples, cfg.intensity.alpha,
-                                box=boxes[c.spec.prefix])
-        if c.spec.classes is not None and c.value != c.spec.train_value:
+            boxes[c.spec.prefix] = typical_box(fam, cfg.intensity.samples, cfg.intensity.alpha)
+        frac = outside_fraction(fam, c.value, cfg.intensity.samples, cfg.intensity.alpha, box=boxes[c.spec.prefix])
+        if c.spec.classes is not None and c.value != fam.train_value:
             frac *= len(c.spec.classes) / len(class_names)
-        info = {"family": c.spec.family, "prefix": c.spec.prefix, "value": c.value,
-                "train_value": c.spec.train_value, "axis": fam.axis_name, "axis_unit": fam.axis_unit,
-                "intensity": fam.axis(c.value, c.spec.train_value), "outside_fraction": frac,
-                "shifted_classes": c.spec.classes, "family_params": dataclasses.asdict(fam.params),
-                "splits": c.splits}
-        if hasattr(fam, "centre_angle"):
-            info["centre_angle"] = fam.centre_angle(c.value, c.spec.train_value)
-        configs[c.name] = info
+        info = ConfigInfo(
+            family=c.spec.family, prefix=c.spec.prefix, value=c.value, train_value=fam.train_value,
+            axis=fam.axis_name, axis_unit=fam.axis_unit, intensity=fam.axis(c.value), outside_fraction=frac,
+            shifted_classes=c.spec.classes, family_params=dataclasses.asdict(fam.params), splits=c.splits,
+            centre_angle=fam.centre_angle(c.value) if hasattr(fam, "centre_angle") else None)
+        configs[c.name] = info.to_json()
     dataset_hash = stable_hash([(r["path"], r["sha256"]) for r in records])
     manifest = {
-        "format": writer.FORMAT,
+        "format": fmt.FORMAT,
         "name": cfg.name,
-        "ctrlshift_version": versions()["ctrlshift"],
-        "git_commit": git_commit(),
-        "versions": versions(),
+        **stamp(),
         "config": to_dict(cfg),
         "generator": decoder.identity(),
         "class_names": class_names,
@@ -304,10 +300,10 @@ def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, famil
     }
     # Run-specific settings do not belong in the dataset's identity.
     manifest["config"]["runtime"].pop("device", None)
-    writer.atomic_write_json(root / "manifest.json", manifest)
-    writer.write_card(root, manifest)
+    atomic_write_json(root / "manifest.json", manifest)
+    card.write_card(root, manifest)
     if cfg.output.grid:
-        writer.write_grids(root, manifest, cfg.output.grid)
+        card.write_grids(root, manifest, cfg.output.grid)
     log.info("wrote %s: %d configs, %d shards", root, len(configs), len(records))
     return manifest
 
@@ -335,16 +331,11 @@ def write_latents(cfg: GenerateConfig, prefix: str, value: float, split: str, st
     z, labels, seeds = sample_latents(cfg, family, spec, value, split_cfg.seed, range(start, stop), k)
     z = z.reshape(-1, *cfg.decoder.latent_shape).numpy()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
-        tmp = out.with_name(f".tmp-{out.stem}.npz")
-        np.savez(tmp, latents=z, labels=labels.numpy(), seeds=np.asarray(seeds, dtype=np.int64),
-                 indices=np.arange(start, stop))
-        tmp.replace(out)
+        atomic_save_npz(out, latents=z, labels=labels.numpy(), seeds=np.asarray(seeds, dtype=np.int64),
+                        indices=np.arange(start, stop))
     elif out.suffix == ".npy":
-        tmp = out.with_name(f".tmp-{out.stem}.npy")
-        np.save(tmp, z)
-        tmp.replace(out)
+        atomic_save_npy(out, z)
     else:
         raise ConfigError(f"--out: {str(out)!r} must end in .npy (latents) or .npz (latents, labels, seeds, indices)")
     return out

@@ -10,29 +10,35 @@ a precomputed device tensor, so no step synchronises with the host.
   variance-preserving schedule ``alphas_cumprod``; ``x_T = z``.
 - :func:`vp_denoiser`: wraps such a discrete-time network as an EDM denoiser, so the Heun sampler
   also runs on diffusers models ("EDM-style Heun on the model's sigmas").
+
+Decoders reach them through :data:`SAMPLERS`: ``create_sampler(cfg)`` gives a :class:`Sampler`
+that knows its network calls per batch, how to run on a discrete VP model (:class:`VPModel`) and,
+where it can, on an EDM denoiser, and what the manifest records about it. A plugin adds a sampler
+by subclassing :class:`Sampler` and decorating it with ``@SAMPLERS.register("name")``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..config import meta
+from ..errors import ConfigError
 from ..registry import Registry
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-SAMPLERS: Registry[Callable] = Registry("sampler")
+SAMPLERS: Registry["Sampler"] = Registry("sampler")
 
 
 @dataclass
 class SamplerConfig:
-    name: Literal["edm-heun", "ddim"] = field(default="ddim", metadata=meta(
-        "edm-heun: EDM 2nd-order Heun (METHODS.md); ddim: DDIM with eta=0"))
+    name: str = field(default="ddim", metadata=meta(
+        "edm-heun: EDM 2nd-order Heun (METHODS.md); ddim: DDIM with eta=0", registry=SAMPLERS))
     steps: int = field(default=50, metadata=meta("solver steps (Heun uses 2 network calls per step but the last)", min=1))
     sigma_min: float | None = field(default=None, metadata=meta(
         "smallest noise level of the Karras schedule; null: the model's own (0.002 for EDM)", min=0.0))
@@ -54,7 +60,6 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     return np.concatenate([t, [sigma_end]])
 
 
-@SAMPLERS.register("edm-heun")
 def edm_heun(denoiser: Denoiser, z: torch.Tensor, labels: torch.Tensor, sigmas: np.ndarray,
              state_dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """EDM's deterministic Heun sampler (``S_churn = 0``); the last step is plain Euler."""
@@ -78,7 +83,6 @@ def ddim_timesteps(num_train_timesteps: int, steps: int) -> np.ndarray:
     return np.clip(ts, 0, num_train_timesteps - 1)
 
 
-@SAMPLERS.register("ddim")
 def ddim(eps_model: EpsModel, z: torch.Tensor, labels: torch.Tensor, alphas_cumprod: np.ndarray,
          steps: int, prediction_type: str = "epsilon", clip_sample: float | None = None) -> torch.Tensor:
     """DDIM with eta = 0, ending on the predicted clean sample (alpha_bar = 1).
@@ -155,3 +159,118 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
     f0, f1 = fp[idx - 1], fp[idx]
     w = (x - x0) / (x1 - x0)
     return f0 + w * (f1 - f0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The registered samplers
+
+
+@dataclass
+class VPModel:
+    """A discrete-time variance-preserving network as a sampler sees it."""
+
+    eps_model: EpsModel  # (x_t, integer timesteps, labels) -> network output
+    alphas_cumprod: np.ndarray
+    prediction_type: str = "epsilon"
+    clip_sample: float | None = None
+    device: torch.device | str = "cpu"
+
+    def sigmas(self) -> np.ndarray:
+        return np.sqrt((1 - self.alphas_cumprod) / self.alphas_cumprod)
+
+
+class Sampler:
+    """A registered sampler, configured by a :class:`SamplerConfig`. ``runs_on`` names the kinds of
+    network it can drive: ``vp`` (discrete-time diffusers models) and ``edm`` (EDM denoisers)."""
+
+    runs_on: tuple[str, ...] = ("vp",)
+
+    def __init__(self, cfg: SamplerConfig):
+        self.cfg = cfg
+
+    def network_calls(self) -> int:
+        """Network evaluations per batch (classifier-free guidance doubles the batch, not this)."""
+        raise NotImplementedError
+
+    def run_vp(self, model: VPModel, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The clean sample of a discrete VP model from the initial latent ``z``."""
+        raise NotImplementedError
+
+    def run_edm(self, denoiser: Denoiser, z: torch.Tensor, labels: torch.Tensor, sigma_min: float,
+                sigma_max: float) -> torch.Tensor:
+        """The clean sample of an EDM denoiser with the given noise range."""
+        raise NotImplementedError(f"sampler {self.cfg.name!r} cannot run on an EDM network")
+
+    def settings(self, model: VPModel | None = None) -> dict:
+        """What the manifest records about the sampling (on ``model``, for a VP network)."""
+        return {"name": self.cfg.name, "steps": self.cfg.steps}
+
+    def settings_edm(self, sigma_min: float, sigma_max: float) -> dict:
+        """What the manifest records about the sampling of an EDM network with this noise range."""
+        raise NotImplementedError(f"sampler {self.cfg.name!r} cannot run on an EDM network")
+
+
+@SAMPLERS.register("ddim")
+class DDIM(Sampler):
+    """DDIM with eta = 0 over the model's own discrete schedule."""
+
+    def network_calls(self) -> int:
+        return self.cfg.steps
+
+    def run_vp(self, model, z, labels):
+        return ddim(model.eps_model, z, labels, model.alphas_cumprod, self.cfg.steps, model.prediction_type,
+                    model.clip_sample)
+
+
+@SAMPLERS.register("edm-heun")
+class EDMHeun(Sampler):
+    """EDM's Heun solver on a Karras schedule; on a VP model, over the model's sigmas."""
+
+    runs_on = ("vp", "edm")
+
+    def network_calls(self) -> int:
+        return 2 * self.cfg.steps - 1
+
+    def karras(self, lo: float, hi: float) -> np.ndarray:
+        c = self.cfg
+        lo = c.sigma_min if c.sigma_min is not None else lo
+        hi = c.sigma_max if c.sigma_max is not None else hi
+        return karras_sigmas(c.steps, lo, hi, c.rho, c.sigma_end)
+
+    def vp_sigmas(self, model: VPModel) -> np.ndarray:
+        sig = model.sigmas()
+        return self.karras(float(sig.min()), float(sig.max()))
+
+    def run_vp(self, model, z, labels):
+        denoiser, _, _ = vp_denoiser(model.eps_model, model.alphas_cumprod, model.prediction_type, model.device)
+        x0 = edm_heun(denoiser, z, labels, self.vp_sigmas(model))
+        return x0.clamp(-model.clip_sample, model.clip_sample) if model.clip_sample is not None else x0
+
+    def edm_sigmas(self, sigma_min: float, sigma_max: float) -> np.ndarray:
+        """EDM's defaults (0.002, 80), clipped to the network's own range."""
+        c = self.cfg
+        lo = max(c.sigma_min if c.sigma_min is not None else 0.002, sigma_min)
+        hi = min(c.sigma_max if c.sigma_max is not None else 80.0, sigma_max)
+        return karras_sigmas(c.steps, lo, hi, c.rho, c.sigma_end)
+
+    def run_edm(self, denoiser, z, labels, sigma_min, sigma_max):
+        return edm_heun(denoiser, z, labels, self.edm_sigmas(sigma_min, sigma_max))
+
+    def settings(self, model=None):
+        out = super().settings()
+        if model is not None:
+            out.update(sigmas=self.vp_sigmas(model).tolist(), rho=self.cfg.rho)
+        return out
+
+    def settings_edm(self, sigma_min, sigma_max):
+        return {**super().settings(), "sigmas": self.edm_sigmas(sigma_min, sigma_max).tolist(), "rho": self.cfg.rho}
+
+
+def create_sampler(cfg: SamplerConfig, network: str = "vp", backend: str = "") -> Sampler:
+    """The registered sampler ``cfg.name``; it must run on ``network`` (``vp`` or ``edm``)."""
+    cls = SAMPLERS.get(cfg.name)
+    if network not in cls.runs_on:
+        able = [n for n in SAMPLERS.list() if network in SAMPLERS.get(n).runs_on]
+        raise ConfigError(f"sampler.name: the {backend or network} backend decodes with "
+                          f"{' or '.join(repr(n) for n in able)}, not {cfg.name!r}")
+    return cls(cfg)

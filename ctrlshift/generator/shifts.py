@@ -10,14 +10,14 @@ count, resume point, family and value. The same noise is thus decoded at every v
 per-image comparisons across intensities possible. Labels are likewise a pure function of
 ``(split seed, i, number of classes, label mode)``.
 
-Every family is registered in :data:`FAMILIES`; ``create_family(name, dim, targets, **params)``
-builds one. To add a family, subclass :class:`ShiftFamily`, implement ``transform``, ``axis`` and
-``statistics``, and decorate it with ``@FAMILIES.register("name")``.
+Every family is registered in :data:`FAMILIES`; ``create_family(name, dim, targets, params,
+train_value)`` builds one, which knows its train value. To add a family (in ctrlshift or in a
+plugin), subclass :class:`ShiftFamily`, implement ``transform``, ``axis`` and ``statistics``, and
+decorate it with ``@FAMILIES.register("name")``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import zlib
@@ -162,7 +162,8 @@ class ShiftFamily:
     ``default_values``, and implement:
 
     - ``transform(eps, value)``: ``[N, d]`` noise -> ``[N, d]`` latents (float32);
-    - ``axis_name`` and ``axis(value, train_value)``: the intensity on a physical axis;
+    - ``axis_name`` and ``axis(value)``: the intensity of ``value`` on a physical axis, measured
+      from the family's ``train_value`` where the axis is relative;
     - ``statistics(z)``: ``[N, k]`` summary statistics used by :func:`outside_fraction`.
     """
 
@@ -173,17 +174,18 @@ class ShiftFamily:
     axis_name: str = "value"
     axis_unit: str = ""
 
-    def __init__(self, name: str, dim: int, targets: Targets, params: object):
+    def __init__(self, name: str, dim: int, targets: Targets, params: object, train_value: float | None = None):
         self.name = name
         self.dim = dim
         self.targets = targets
         self.params = params
+        self.train_value = float(self.default_train_value if train_value is None else train_value)
 
     # -- to implement -----------------------------------------------------------------------
     def transform(self, eps: torch.Tensor, value: float) -> torch.Tensor:
         raise NotImplementedError
 
-    def axis(self, value: float, train_value: float) -> float:
+    def axis(self, value: float) -> float:
         raise NotImplementedError
 
     def statistics(self, z: torch.Tensor) -> torch.Tensor:
@@ -196,15 +198,16 @@ class ShiftFamily:
             raise ConfigError(f"{where}: {value!r} is out of range for family {self.name!r}; "
                               f"expected a value in [{lo}, {hi}]")
 
-    def describe(self) -> dict:
-        return {"family": self.name, "params": dataclasses.asdict(self.params),
-                "axis": self.axis_name, "axis_unit": self.axis_unit,
-                "targets": {"mode": self.targets.mode, "seed": self.targets.seed}}
-
-
-@dataclass
-class TruncationParams:
-    pass
+    def latents(self, eps: torch.Tensor, labels: torch.Tensor, value: float,
+                classes: Sequence[int] | None = None) -> torch.Tensor:
+        """Latents at ``value``; when ``classes`` is given, only samples of those classes are
+        shifted and the rest are drawn at the train value (a class-conditional shift)."""
+        z = self.transform(eps, value)
+        if classes is not None and value != self.train_value:
+            keep = ~torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
+            if keep.any():
+                z[keep] = self.transform(eps[keep], self.train_value)
+        return z
 
 
 @FAMILIES.register("truncation")
@@ -214,7 +217,6 @@ class Truncation(ShiftFamily):
     Axis: ``R = v/100``, the standard deviation of every latent coordinate, as the paper plots.
     """
 
-    Params = TruncationParams
     value_range = (1e-6, math.inf)
     default_train_value = 90.0
     default_values = (90.0, 95.0, 100.0, 105.0, 110.0)
@@ -224,7 +226,7 @@ class Truncation(ShiftFamily):
     def transform(self, eps, value):
         return (eps.double() * (value / 100.0)).float()
 
-    def axis(self, value, train_value):
+    def axis(self, value):
         return value / 100.0
 
 
@@ -249,8 +251,8 @@ class Extend(ShiftFamily):
     def transform(self, eps, value):
         return slerp(self.u, eps, value / 100.0)
 
-    def axis(self, value, train_value):
-        return (value - train_value) / 100.0 * math.pi
+    def axis(self, value):
+        return (value - self.train_value) / 100.0 * math.pi
 
     def statistics(self, z):
         return norm_and_cosines(z, [self.u])
@@ -288,11 +290,11 @@ class Overlap(ShiftFamily):
     def transform(self, eps, value):
         return slerp(self.centre(value), eps, self.params.mix)
 
-    def axis(self, value, train_value):
-        return (value - train_value) / 100.0 * math.pi
+    def axis(self, value):
+        return (value - self.train_value) / 100.0 * math.pi
 
-    def centre_angle(self, value, train_value):
-        return angle(self.centre(value), self.centre(train_value))
+    def centre_angle(self, value):
+        return angle(self.centre(value), self.centre(self.train_value))
 
     def statistics(self, z):
         return norm_and_cosines(z, [self.u1, self.u2])
@@ -337,8 +339,8 @@ class MeanRotation(ShiftFamily):
     def transform(self, eps, value):
         return (self.mean(value)[None] + math.sqrt(1 - self.params.rho ** 2) * eps.double()).float()
 
-    def axis(self, value, train_value):
-        return angle(self.mean(value), self.mean(train_value)) if self.params.rho > 0 else 0.0
+    def axis(self, value):
+        return angle(self.mean(value), self.mean(self.train_value)) if self.params.rho > 0 else 0.0
 
     def statistics(self, z):
         z64 = z.double()
@@ -383,7 +385,7 @@ class SubspaceScale(ShiftFamily):
         e = eps.double()
         return (e + (value / 100.0 - 1.0) * (e @ self.q) @ self.q.T).float()
 
-    def axis(self, value, train_value):
+    def axis(self, value):
         return value / 100.0
 
     def statistics(self, z):
@@ -395,30 +397,16 @@ class SubspaceScale(ShiftFamily):
 
 
 def create_family(name: str, dim: int, targets: Targets, params: dict | None = None,
-                  where: str = "params") -> ShiftFamily:
+                  train_value: float | None = None, where: str = "params") -> ShiftFamily:
+    """Family ``name`` on ``d = dim`` latents, its ``params`` validated (errors name ``where``),
+    with its train value (default: the family's reference one)."""
     cls = FAMILIES.get(name)
     parsed = build(cls.Params, dict(params or {}), where)
-    return cls(name, dim, targets, parsed)
+    return cls(name, dim, targets, parsed, train_value)
 
 
 def list_families(pattern: str = "*") -> list[str]:
     return FAMILIES.list(pattern)
-
-
-# ----------------------------------------------------------------------------------------------
-# Shifted latents of a split, with class-conditional shifts
-
-
-def shifted_latents(family: ShiftFamily, eps: torch.Tensor, labels: torch.Tensor, value: float,
-                    train_value: float, classes: Sequence[int] | None = None) -> torch.Tensor:
-    """Latents at ``value``; when ``classes`` is given, only samples of those classes are shifted
-    and the rest are drawn at ``train_value`` (a class-conditional shift)."""
-    z = family.transform(eps, value)
-    if classes is not None and value != train_value:
-        keep = ~torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
-        if keep.any():
-            z[keep] = family.transform(eps[keep], train_value)
-    return z
 
 
 # ----------------------------------------------------------------------------------------------
@@ -434,17 +422,17 @@ def _statistics(family: ShiftFamily, value: float, samples: int, seed: int, chun
     return torch.cat(parts)
 
 
-def typical_box(family: ShiftFamily, train_value: float, samples: int = 20000, alpha: float = 0.01,
+def typical_box(family: ShiftFamily, samples: int = 20000, alpha: float = 0.01,
                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training typical set: per statistic, the central quantile interval leaving out
-    ``alpha / (2k)`` on each side (Bonferroni over the ``k`` statistics)."""
-    train = _statistics(family, train_value, samples, seed)
+    """The training typical set (at the family's train value): per statistic, the central quantile
+    interval leaving out ``alpha / (2k)`` on each side (Bonferroni over the ``k`` statistics)."""
+    train = _statistics(family, family.train_value, samples, seed)
     q = alpha / (2 * train.shape[1])
     return torch.quantile(train, q, dim=0), torch.quantile(train, 1 - q, dim=0)
 
 
-def outside_fraction(family: ShiftFamily, value: float, train_value: float, samples: int = 20000,
-                     alpha: float = 0.01, seed: int = 0, box: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+def outside_fraction(family: ShiftFamily, value: float, samples: int = 20000, alpha: float = 0.01,
+                     seed: int = 0, box: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     """Estimate the fraction of test latents that fall outside the training typical set.
 
     The training typical set (:func:`typical_box`) is the box of central ``1 - alpha`` quantile
@@ -455,7 +443,7 @@ def outside_fraction(family: ShiftFamily, value: float, train_value: float, samp
     is deterministic; pass ``box`` to reuse one family's box across values. With no shift it is
     about ``alpha``; with disjoint supports it is 1.
     """
-    lo, hi = box if box is not None else typical_box(family, train_value, samples, alpha, seed)
+    lo, hi = box if box is not None else typical_box(family, samples, alpha, seed)
     test = _statistics(family, value, samples, seed + 1)
     outside = ((test < lo) | (test > hi)).any(dim=1)
     return float(outside.double().mean())

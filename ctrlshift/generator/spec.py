@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import build, meta
-from ..errors import ConfigError, RegistryError
+from ..errors import ConfigError
 from .decoders import DecoderConfig, RuntimeConfig
 from .samplers import SamplerConfig
 from .shifts import FAMILIES, PAPER_TARGET_SEED
@@ -15,7 +16,7 @@ from .shifts import FAMILIES, PAPER_TARGET_SEED
 
 @dataclass
 class ShiftSpec:
-    family: str = field(metadata=meta("a registered shift family (ctrlshift families lists them)"))
+    family: str = field(metadata=meta("a registered shift family (ctrlshift list families)", registry=FAMILIES))
     values: list[float] = field(default_factory=list, metadata=meta(
         "control values of the test splits; empty: the family's reference values"))
     train_value: float | None = field(default=None, metadata=meta(
@@ -29,6 +30,25 @@ class ShiftSpec:
     @property
     def prefix(self) -> str:
         return self.name or self.family
+
+    def with_defaults(self, path: str = "") -> "ShiftSpec":
+        """A copy with the family's reference train value and test values where none are given."""
+        cls = FAMILIES.get(self.family)
+        return dataclasses.replace(
+            self, train_value=float(cls.default_train_value) if self.train_value is None else self.train_value,
+            values=list(self.values) or [float(v) for v in cls.default_values])
+
+    def validate(self, path: str = "") -> None:
+        cls = FAMILIES.get(self.family)
+        build(cls.Params, dict(self.params), f"{path}.params")
+        lo, hi = cls.value_range
+        for j, v in enumerate([self.train_value, *self.values]):
+            if not (lo <= v <= hi) or not math.isfinite(v):
+                key = f"{path}.train_value" if j == 0 else f"{path}.values.{j - 1}"
+                raise ConfigError(f"{key}: {v!r} is out of range for family {self.family!r}; "
+                                  f"expected a value in [{lo}, {hi}]")
+        if len(set(self.values)) != len(self.values):
+            raise ConfigError(f"{path}.values: {self.values} repeats a value")
 
 
 @dataclass
@@ -86,6 +106,7 @@ class GenerateConfig:
     intensity: IntensityConfig = field(default_factory=IntensityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
 
     def validate(self, path: str = "") -> None:
         if not self.shifts:
@@ -93,23 +114,6 @@ class GenerateConfig:
         prefixes = set()
         for k, spec in enumerate(self.shifts):
             where = f"shifts.{k}"
-            try:
-                cls = FAMILIES.get(spec.family)
-            except RegistryError as exc:
-                raise ConfigError(f"{where}.family: {exc}") from None
-            build(cls.Params, dict(spec.params), f"{where}.params")
-            if spec.train_value is None:
-                spec.train_value = float(cls.default_train_value)
-            if not spec.values:
-                spec.values = [float(v) for v in cls.default_values]
-            for j, v in enumerate([spec.train_value, *spec.values]):
-                lo, hi = cls.value_range
-                if not (lo <= v <= hi) or not math.isfinite(v):
-                    key = f"{where}.train_value" if j == 0 else f"{where}.values.{j - 1}"
-                    raise ConfigError(f"{key}: {v!r} is out of range for family {spec.family!r}; "
-                                      f"expected a value in [{lo}, {hi}]")
-            if len(set(spec.values)) != len(spec.values):
-                raise ConfigError(f"{where}.values: {spec.values} repeats a value")
             if spec.prefix in prefixes:
                 raise ConfigError(f"{where}.name: config prefix {spec.prefix!r} is used twice; "
                                   "give one of the entries a distinct `name`")

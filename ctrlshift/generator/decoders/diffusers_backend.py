@@ -8,7 +8,6 @@ with eta = 0 over the model's own noise schedule, or EDM's Heun solver on the mo
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,8 @@ import torch
 
 from ...config import meta
 from ...errors import ConfigError
-from .. import samplers
-from . import DECODERS, Decoder, check_local, resolve_source, to_uint8
+from ..samplers import VPModel, create_sampler
+from .base import DECODERS, Decoder, check_local, resolve_source, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +44,16 @@ def _load_scheduler_table(source: str, subfolder: str, revision: str | None):
 
 
 class VPDiffusionDecoder(Decoder):
-    """Shared sampling for discrete-time variance-preserving diffusers models."""
+    """Shared sampling for discrete-time variance-preserving diffusers models: the registered
+    sampler (``sampler.name``) runs on :meth:`vp_model`."""
 
     alphas_cumprod: np.ndarray
     prediction_type: str
     clip_sample: float | None
+
+    def __init__(self, cfg, sampler, runtime):
+        super().__init__(cfg, sampler, runtime)
+        self.solver = create_sampler(sampler, "vp", cfg.backend)
 
     def eps_model(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -58,35 +62,23 @@ class VPDiffusionDecoder(Decoder):
         """Clean sample in model space -> image in [-1, 1]."""
         return x0
 
+    def vp_model(self) -> VPModel:
+        return VPModel(self.eps_model, self.alphas_cumprod, self.prediction_type, self.clip_sample, self.device)
+
     def sampler_settings(self) -> dict:
         s = self.sampler
         out = {"name": s.name, "steps": s.steps, "guidance_scale": s.guidance_scale,
                "prediction_type": self.prediction_type, "clip_sample": self.clip_sample,
                "num_train_timesteps": len(self.alphas_cumprod)}
-        if s.name == "edm-heun":
-            out.update(sigmas=self._sigmas().tolist(), rho=s.rho)
+        out.update(self.solver.settings(self.vp_model()))
         return out
-
-    def _sigmas(self) -> np.ndarray:
-        sig = np.sqrt((1 - self.alphas_cumprod) / self.alphas_cumprod)
-        lo = self.sampler.sigma_min if self.sampler.sigma_min is not None else float(sig.min())
-        hi = self.sampler.sigma_max if self.sampler.sigma_max is not None else float(sig.max())
-        return samplers.karras_sigmas(self.sampler.steps, lo, hi, self.sampler.rho, self.sampler.sigma_end)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z = z.to(self.device, non_blocking=True).reshape(-1, *self.latent_shape)
         labels = labels.to(self.device, non_blocking=True)
         with self.autocast():
-            if self.sampler.name == "ddim":
-                x0 = samplers.ddim(self.eps_model, z, labels, self.alphas_cumprod, self.sampler.steps,
-                                   self.prediction_type, self.clip_sample)
-            else:
-                denoiser, _, _ = samplers.vp_denoiser(self.eps_model, self.alphas_cumprod,
-                                                      self.prediction_type, self.device)
-                x0 = samplers.edm_heun(denoiser, z, labels, self._sigmas())
-                if self.clip_sample is not None:
-                    x0 = x0.clamp(-self.clip_sample, self.clip_sample)
+            x0 = self.solver.run_vp(self.vp_model(), z, labels)
             images = self.finish(x0.float())
         return to_uint8(images)
 
@@ -111,7 +103,6 @@ class UNetDecoder(VPDiffusionDecoder):
         from diffusers import UNet2DModel
 
         source = resolve_source(cfg.source)
-        self.source_path = source
         unet = _load(UNet2DModel, source, self.options.subfolder, cfg.revision, "UNet2DModel")
         k = unet.config.num_class_embeds
         if not k:
@@ -254,8 +245,3 @@ class StableDiffusionDecoder(VPDiffusionDecoder):
 
     def identity(self) -> dict:
         return {**super().identity(), "prompt_template": self.options.prompt_template}
-
-
-def save_class_names(folder: str | Path, names: list[str]) -> None:
-    """Write ``class_names.json`` beside a model so the diffusers-unet backend picks the names up."""
-    Path(folder, "class_names.json").write_text(json.dumps(list(names), indent=1))

@@ -22,8 +22,8 @@ import torch
 
 from ...config import meta
 from ...errors import ConfigError
-from .. import samplers
-from . import DECODERS, Decoder, build_module, resolve_source, to_uint8
+from ..samplers import create_sampler
+from .base import DECODERS, Decoder, build_module, resolve_source, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ class EDMDecoder(Decoder):
 
     def __init__(self, cfg, sampler, runtime):
         super().__init__(cfg, sampler, runtime)
-        if sampler.name != "edm-heun":
-            raise ConfigError(f"sampler.name: the edm backend decodes with 'edm-heun', not {sampler.name!r}")
+        self.solver = create_sampler(sampler, "edm", cfg.backend)
         source = resolve_source(cfg.source)
         if _is_pickle(source):
             net = load_edm_pickle(source, self.options.edm_checkout, self.options.pickle_key)
@@ -92,10 +91,7 @@ class EDMDecoder(Decoder):
             raise ConfigError(f"decoder.source: {cfg.source!r} is unconditional (label_dim = 0); "
                               "ctrlshift needs a class-conditional network")
         self.class_names = self.default_class_names()
-        s = sampler
-        lo = max(s.sigma_min if s.sigma_min is not None else 0.002, float(net.sigma_min))
-        hi = min(s.sigma_max if s.sigma_max is not None else 80.0, float(net.sigma_max))
-        self.sigmas = samplers.karras_sigmas(s.steps, lo, hi, s.rho, s.sigma_end)
+        self.sigma_range = (float(net.sigma_min), float(net.sigma_max))
         self.eye = torch.eye(self.num_classes, device=self.device)
 
     def _denoise(self, x, sigma, labels):
@@ -106,9 +102,8 @@ class EDMDecoder(Decoder):
         z = z.to(self.device, non_blocking=True).reshape(-1, *self.latent_shape)
         labels = labels.to(self.device, non_blocking=True)
         with self.autocast():
-            x = samplers.edm_heun(self._denoise, z, labels, self.sigmas)
+            x = self.solver.run_edm(self._denoise, z, labels, *self.sigma_range)
         return to_uint8(x)
 
     def identity(self):
-        return {**super().identity(), "sampler": {"name": "edm-heun", "steps": self.sampler.steps,
-                                                  "sigmas": self.sigmas.tolist(), "rho": self.sampler.rho}}
+        return {**super().identity(), "sampler": self.solver.settings_edm(*self.sigma_range)}

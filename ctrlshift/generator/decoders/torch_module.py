@@ -16,7 +16,7 @@ import torch
 
 from ...config import meta
 from ...errors import ConfigError
-from . import DECODERS, Decoder, build_module, to_uint8
+from .base import DECODERS, Decoder, build_module, to_uint8
 
 
 @dataclass

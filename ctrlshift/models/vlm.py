@@ -7,10 +7,12 @@ One contract for every backend::
     vlm.encode_image(x) -> unit-norm embeddings [N, D]
     vlm.encode_text(tokens) -> unit-norm embeddings [M, D]
 
-Backends: ``open_clip`` (a model name with a pretrained tag or checkpoint file, ``hf-hub:org/repo``,
-or ``local-dir:/path`` -- the embedded tiny CLIP is ``ctrlshift://tiny-clip``, a local dir) and
-``transformers`` (CLIP or SigLIP from a hub id or folder). Prompt templates are data: JSON lists of
-strings with ``{}`` for the class name (:func:`load_templates`).
+Backends are registered in :data:`VLM_BACKENDS`: ``open_clip`` (a model name with a pretrained tag
+or checkpoint file, ``hf-hub:org/repo``, or ``local-dir:/path`` -- the embedded tiny CLIP is
+``ctrlshift://tiny-clip``, a local dir) and ``transformers`` (CLIP or SigLIP from a hub id or
+folder); a plugin adds one with ``@VLM_BACKENDS.register("name")`` on a :class:`VLM` subclass whose
+constructor takes a :class:`VLMConfig`. Prompt templates are data: JSON lists of strings with
+``{}`` for the class name (:func:`load_templates`).
 """
 
 from __future__ import annotations
@@ -20,24 +22,29 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .. import embedded
 from ..config import meta
+from ..device import resolve_device
 from ..errors import ConfigError
+from ..files import atomic_save_torch
+from ..registry import Registry
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+VLM_BACKENDS: Registry["VLM"] = Registry("VLM backend")
 
 
 @dataclass
 class VLMConfig:
-    backend: Literal["open_clip", "transformers"] = "open_clip"
+    backend: str = field(default="open_clip", metadata=meta("open_clip | transformers (or a plugin's)",
+                                                            registry=VLM_BACKENDS))
     name: str = field(default="ctrlshift://tiny-clip", metadata=meta(
         "open_clip model name, hf-hub:org/repo, local-dir:PATH or ctrlshift://tiny-clip; "
         "or a transformers hub id / folder"))
@@ -83,10 +90,7 @@ class VLM:
         return torch.stack(rows)
 
 
-def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
-
-
+@VLM_BACKENDS.register("open_clip")
 class OpenClipVLM(VLM):
     def __init__(self, cfg: VLMConfig):
         try:
@@ -95,12 +99,9 @@ class OpenClipVLM(VLM):
             raise ConfigError("vlm.backend: open_clip is not installed; pip install 'ctrlshift[vlm]'") from None
 
         name = cfg.name
-        if name.startswith("ctrlshift://"):
-            folder = ASSETS / name[len("ctrlshift://"):]
-            if not folder.is_dir():
-                raise ConfigError(f"vlm.name: no embedded model {name!r}")
-            name = f"local-dir:{folder}"
-        self.device = _device(cfg.device)
+        if embedded.is_embedded(name):
+            name = f"local-dir:{embedded.embedded_path(name, 'vlm.name')}"
+        self.device = resolve_device(cfg.device, "vlm.device")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=cfg.pretrained, device=self.device)
         except (RuntimeError, OSError, ValueError) as exc:
@@ -125,6 +126,7 @@ class OpenClipVLM(VLM):
         return torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 
+@VLM_BACKENDS.register("transformers")
 class TransformersVLM(VLM):
     def __init__(self, cfg: VLMConfig):
         try:
@@ -132,7 +134,7 @@ class TransformersVLM(VLM):
         except ImportError:
             raise ConfigError("vlm.backend: transformers is not installed; pip install 'ctrlshift[vlm]'") from None
 
-        self.device = _device(cfg.device)
+        self.device = resolve_device(cfg.device, "vlm.device")
         try:
             self.model = AutoModel.from_pretrained(cfg.name).to(self.device).eval()
             self.processor = AutoProcessor.from_pretrained(cfg.name)
@@ -162,7 +164,8 @@ class TransformersVLM(VLM):
 
 
 def load_vlm(cfg: VLMConfig) -> VLM:
-    return OpenClipVLM(cfg) if cfg.backend == "open_clip" else TransformersVLM(cfg)
+    """The registered backend ``cfg.backend``, built from ``cfg``."""
+    return VLM_BACKENDS.create(cfg.backend, cfg)
 
 
 def load_templates(name_or_path: str) -> dict:
@@ -191,8 +194,5 @@ def cached_embeddings(vlm: VLM, images: torch.Tensor, cache_dir: Path | None, ke
     if path.is_file():
         return torch.load(path, weights_only=True)
     emb = vlm.image_embeddings(images, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(emb, tmp)
-    tmp.replace(path)
+    atomic_save_torch(path, emb)
     return emb

@@ -1,7 +1,9 @@
 """Classifier zoo: the paper's 32px architectures, and any timm model by name.
 
-``create_model(name, num_classes, img_size, in_chans)`` builds one. Names registered here are
-CIFAR-style networks that work from 8 to 64 pixels; any other name is passed to
+``create_model(name, num_classes, img_size, in_chans)`` builds one. Names registered in
+:data:`MODELS` are CIFAR-style networks that work from 8 to 64 pixels (a plugin registers more with
+``@MODELS.register("name")`` on a factory ``f(num_classes, in_chans=3, img_size=32, **kwargs)``);
+any other name is passed to
 ``timm.create_model`` (pretrained weights when ``pretrained=True`` and they can be had online or
 from the cache, else from scratch, with a warning). ``list_models('*mixer*')`` lists both.
 """

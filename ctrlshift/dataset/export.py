@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from ..errors import CtrlshiftError
-from . import writer
+from ..files import atomic_write_bytes
+from .reader import Dataset, iter_rows
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +24,20 @@ def export_imagefolder(root: str | Path, out: str | Path, progress: bool = True)
     """Write ``OUT/<config>/<split>/<class>/<index>.png`` for every image; returns the count."""
     from tqdm.auto import tqdm
 
-    root, out = Path(root), Path(out)
-    manifest = writer.read_manifest(root)
-    if out.resolve() == root.resolve():
+    ds = Dataset.open(root)
+    out = Path(out)
+    if out.resolve() == ds.root.resolve():
         raise CtrlshiftError(f"--out: {out} is the dataset itself; choose another folder")
-    names = manifest["class_names"]
-    total = sum(s["num_examples"] for c in manifest["configs"].values() for s in c["splits"].values())
+    names = ds.class_names
+    total = sum(s["num_examples"] for c in ds.configs.values() for s in c.splits.values())
     count = 0
     with tqdm(total=total, unit="img", desc="export", disable=not progress) as bar:
-        for config, info in manifest["configs"].items():
-            for split in info["splits"]:
-                for row in writer.iter_rows(root, config, split, columns=["image", "label", "index"]):
+        for config, info in ds.configs.items():
+            for split in info.splits:
+                for row in iter_rows(ds.root, config, split, columns=["image", "label", "index"]):
                     folder = out / config / split / class_folder(row["label"], names[row["label"]], len(names))
                     folder.mkdir(parents=True, exist_ok=True)
-                    writer.atomic_write_bytes(folder / f"{row['index']:06d}.png", row["image"])
+                    atomic_write_bytes(folder / f"{row['index']:06d}.png", row["image"])
                     count += 1
                     bar.update()
     log.info("exported %d images to %s", count, out)
