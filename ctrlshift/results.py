@@ -15,7 +15,6 @@ reads a folder of them for the ``build`` step.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,14 @@ from pathlib import Path
 from .errors import CtrlshiftError
 from .files import atomic_write_json
 from .provenance import stamp
+from .record import JsonRecord
 
 SCHEMA = "ctrlshift-result/1"
 REQUIRED = ("schema", "task", "run_id", "model", "dataset", "seed", "metrics", "summary")
 
 
 @dataclass
-class DatasetRef:
+class DatasetRef(JsonRecord):
     """Which dataset and family a result measures, and the family's intensity axis."""
 
     name: str
@@ -54,14 +54,9 @@ class DatasetRef:
             out["class_names"] = self.class_names
         return out
 
-    @classmethod
-    def from_json(cls, data: dict) -> "DatasetRef":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
 
 @dataclass
-class ResultRecord:
+class ResultRecord(JsonRecord):
     task: str  # "classification" or "zero-shot"
     run_id: str
     model: dict
@@ -111,10 +106,7 @@ class ResultRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> "ResultRecord":
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        kwargs["dataset"] = DatasetRef.from_json(data["dataset"])
-        return cls(**kwargs)
+        return super().from_json({**data, "dataset": DatasetRef.from_json(data["dataset"])})
 
 
 def write_result(path: str | Path, result: ResultRecord) -> None:

@@ -7,12 +7,13 @@ reader and result file: a family's axis name and unit, its train value, each val
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+
+from ..record import JsonRecord
 
 
 @dataclass
-class ConfigInfo:
+class ConfigInfo(JsonRecord):
     """One family-value config of a dataset (an entry of ``manifest["configs"]``)."""
 
     family: str  # the registered shift family
@@ -38,15 +39,10 @@ class ConfigInfo:
         return abs(self.value - self.train_value)
 
     def to_json(self) -> dict:
-        out = dataclasses.asdict(self)
+        out = super().to_json()
         if out["centre_angle"] is None:
             out.pop("centre_angle")
         return out
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ConfigInfo":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass

@@ -8,7 +8,6 @@ schema (``DIR/results``), which ``ctrlshift build`` merges with classifier resul
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..files import atomic_write_json
 from ..models import VLMConfig, cached_embeddings, load_templates, load_vlm
 from ..plotting import pyplot, save
 from ..provenance import stamp
+from ..record import JsonRecord
 from ..results import DatasetRef, ResultRecord, write_result
 from . import corrections
 from .metrics import gap_report
@@ -79,7 +79,7 @@ class GapConfig:
 
 
 @dataclass
-class GapReport:
+class GapReport(JsonRecord):
     """``gap_metrics.json``: the gap of one model on one image set, with clean accuracy."""
 
     vlm: dict
@@ -99,13 +99,8 @@ class GapReport:
     versions: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = dataclasses.asdict(self)
+        out = super().to_json()
         return {"schema": out.pop("schema"), **out}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "GapReport":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
     def summary_lines(self) -> list[str]:
         c = self.classes
