@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -47,6 +46,7 @@ def test_span_fraction_and_variance_along_gap():
     V = gm.centred_span(X)
     assert V.shape[1] == 15  # d - 1 directions
     rep = gm.gap_report(X, T)
+    assert rep["l2m"] == pytest.approx(float(g.norm()))
     assert rep["var_along_gap_image"] < rep["var_total_image"]
     e = torch.zeros(16, dtype=torch.float64)
     e[-1] = 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,7 +11,7 @@ from ctrlshift.cli import main
 from ctrlshift.errors import ConfigError
 from ctrlshift.models import create_model
 from ctrlshift.evaluation.probes.first_layer import (PatchBasis, energy_profile, find_first_conv, fit_linear_cnn,
-                                                     linear_cnn_profile, patch_basis, pearson)
+                                                     linear_cnn_profile, patch_basis)
 from ctrlshift.evaluation.probes.outliers import kurtosis, outlier_dimensions, privileged_directions, pruning_curve
 
 
