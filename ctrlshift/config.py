@@ -53,19 +53,26 @@ def list_presets() -> list[str]:
 
 
 def resolve_source(source: str | Path) -> Path:
-    """A config argument is a YAML path or the name of a packaged preset."""
+    """A config argument is a YAML file, else the name of a packaged preset.
+
+    Only a file counts as a path: a folder that happens to share a preset's name (``./quickstart``
+    after the quickstart ran) does not hide the preset. When neither reading works, the one line
+    says both.
+    """
     path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path.is_file():
         return path
     preset = PRESET_DIR / f"{source}.yaml"
-    if preset.is_file():
+    if preset.is_file() and path.name == str(source):
         return preset
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        where = "a folder" if path.is_dir() else "no such file"
+        raise ConfigError(f"config file {str(path)!r} does not exist ({where}; presets: {', '.join(list_presets())})")
     close = difflib.get_close_matches(str(source), list_presets(), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
+    folder = " (a folder of that name is not a config)" if path.is_dir() else ""
     raise ConfigError(
-        f"config {str(source)!r} is neither a YAML file nor a preset{hint}; "
+        f"config {str(source)!r} is neither a YAML file nor a preset{hint}{folder}; "
         f"presets: {', '.join(list_presets())}"
     )
 

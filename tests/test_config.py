@@ -87,3 +87,18 @@ def test_invalid_yaml_names_file_and_line(capsys, tmp_path):
     bad.write_text("name: x\nshifts: [\n")
     assert main(["generate", str(bad), "--dry-run"]) == 2
     assert "bad.yaml' line" in capsys.readouterr().err
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "quickstart").mkdir()  # what the README's first command leaves behind
+    assert load_config(GenerateConfig, "tiny").name == "tiny"
+    assert load_config(GenerateConfig, "quickstart").name == "quickstart"
+    assert main(["generate", "tiny", "--dry-run"]) == 0
+    assert "dataset 'tiny'" in capsys.readouterr().out
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match=r"config 'mine' is neither a YAML file nor a preset \(a folder of that name"):
+        load_config(GenerateConfig, "mine")
+    with pytest.raises(ConfigError, match=r"config file 'sub/tiny.yaml' does not exist"):
+        load_config(GenerateConfig, "sub/tiny.yaml")
