@@ -94,10 +94,11 @@ def generate(config: Any, out: str | Path | None = None, *, overwrite: bool = Fa
     return Dataset(out, manifest) if manifest is not None else None
 
 
-def evaluate(config: Any, data: str | Path, out: str | Path = "results", *, progress: bool = True,
-             **overrides: Any) -> list[Path]:
+def evaluate(config: Any, data: str | Path, out: str | Path = "results", *, overwrite: bool = False,
+             progress: bool = True, **overrides: Any) -> list[Path]:
     """Train each model on every family's base value of dataset ``data``, test it at every value,
-    and write one result file per run under ``out`` (existing ones are kept). Returns their paths.
+    and write one result file per run under ``out``. Returns their paths. A run whose result exists
+    with the same settings is skipped; with other settings it is refused unless ``overwrite``.
 
     >>> paths = ctrlshift.evaluate("quickstart-evaluate", "datasets/tiny", "results",
     ...                            train__epochs=1)                           # doctest: +SKIP
@@ -105,7 +106,7 @@ def evaluate(config: Any, data: str | Path, out: str | Path = "results", *, prog
     from ._api import resolve_config
     from .evaluation.job import EvaluateConfig, evaluate as run
 
-    return run(resolve_config(EvaluateConfig, config, overrides), data, out, progress=progress)
+    return run(resolve_config(EvaluateConfig, config, overrides), data, out, progress=progress, overwrite=overwrite)
 
 
 def build(results: str | Path, out: str | Path | None = None, plots: bool = True) -> dict:

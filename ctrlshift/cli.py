@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     lat.add_argument("--indices", required=True, metavar="A:B", help="sample indices A..B-1")
     lat.add_argument("--out", required=True, help="FILE.npy (latents) or FILE.npz (latents, labels, seeds, indices)")
 
+    ck = sub.add_parser("check", help="verify a dataset: every shard's checksum and rows, stray files, the card",
+                        description="Verify a whole dataset folder and report every problem (exit 1 if any): "
+                                    "shards missing, damaged or unreadable, row counts, files under data/ that "
+                                    "the manifest does not list, the card, the dataset hash.")
+    ck.add_argument("dataset", metavar="DIR")
+
     ex = sub.add_parser("export", help="export a dataset to another layout")
     ex.add_argument("dataset", metavar="DIR")
     ex.add_argument("--format", choices=["imagefolder"], default="imagefolder",
@@ -120,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     ev.add_argument("--data", required=True, help="a dataset folder written by `ctrlshift generate`")
     ev.add_argument("--out", default="results", help="results folder (default: ./results)")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="redo runs whose result or checkpoint was made with other settings")
     ev.add_argument("--no-progress", action="store_true")
 
     b = sub.add_parser("build", help="merge result files into CSV, a Markdown leaderboard and plots")
@@ -178,7 +186,7 @@ def _cmd_evaluate(args) -> int:
     from . import evaluate, load_config
 
     cfg = load_config("evaluate", args.config, args.overrides)
-    paths = evaluate(cfg, args.data, args.out, progress=not args.no_progress)
+    paths = evaluate(cfg, args.data, args.out, progress=not args.no_progress, overwrite=args.overwrite)
     log.info("%d result files under %s; merge them with `ctrlshift build %s`", len(paths), args.out, args.out)
     return 0
 
@@ -253,6 +261,14 @@ def _cmd_latents(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    from .dataset.check import report
+
+    status, lines = report(args.dataset)
+    print("\n".join(lines), file=sys.stdout if status == 0 else sys.stderr)
+    return status
+
+
 def _cmd_export(args) -> int:
     from .dataset.export import export_imagefolder
 
@@ -301,7 +317,8 @@ def _cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "export": _cmd_export, "evaluate": _cmd_evaluate,
+COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "check": _cmd_check, "export": _cmd_export,
+            "evaluate": _cmd_evaluate,
             "build": _cmd_build, "quickstart": _cmd_quickstart, "probe": _cmd_probe, "gap": _cmd_gap,
             "list": _cmd_list}
 
@@ -324,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     except CtrlshiftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a folder that cannot be written, a full disk, a path that is a file
+        log.debug("traceback", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; check the path and its permissions (run with -v for the "
+              "traceback)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -67,6 +67,7 @@ class ResultRecord(JsonRecord):
     flip: dict | None = None
     preprocessing: dict = field(default_factory=dict)
     training: dict | None = None
+    fingerprint: str | None = None  # the run's settings: a rerun with other settings does not skip it
     schema: str = SCHEMA
     ctrlshift_version: str = ""
     git_commit: str | None = None
@@ -101,6 +102,7 @@ class ResultRecord(JsonRecord):
         return {"schema": self.schema, "task": self.task, "run_id": self.run_id, "model": self.model,
                 "dataset": self.dataset.to_json(), "preprocessing": self.preprocessing, "training": self.training,
                 "seed": self.seed, "metrics": self.metrics, "summary": self.summary, "flip": self.flip,
+                "fingerprint": self.fingerprint,
                 "ctrlshift_version": self.ctrlshift_version, "git_commit": self.git_commit,
                 "versions": self.versions}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import CtrlshiftError
 from ..files import atomic_write_bytes
-from .reader import Dataset, iter_rows
+from .reader import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +26,17 @@ def export_imagefolder(root: str | Path, out: str | Path, progress: bool = True)
 
     ds = Dataset.open(root)
     out = Path(out)
-    if out.resolve() == ds.root.resolve():
-        raise CtrlshiftError(f"--out: {out} is the dataset itself; choose another folder")
+    if out.resolve() == ds.root.resolve() or ds.root.resolve() in out.resolve().parents:
+        raise CtrlshiftError(f"--out: {out} is inside the dataset itself; choose another folder")
+    if out.exists() and not out.is_dir():
+        raise CtrlshiftError(f"--out: {str(out)!r} is a file; give a folder")
     names = ds.class_names
     total = sum(s["num_examples"] for c in ds.configs.values() for s in c.splits.values())
     count = 0
     with tqdm(total=total, unit="img", desc="export", disable=not progress) as bar:
         for config, info in ds.configs.items():
             for split in info.splits:
-                for row in iter_rows(ds.root, config, split, columns=["image", "label", "index"]):
+                for row in ds.rows(config, split, columns=["image", "label", "index"]):
                     folder = out / config / split / class_folder(row["label"], names[row["label"]], len(names))
                     folder.mkdir(parents=True, exist_ok=True)
                     atomic_write_bytes(folder / f"{row['index']:06d}.png", row["image"])

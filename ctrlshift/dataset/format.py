@@ -153,8 +153,22 @@ def shard_status(root: Path, task: ShardTask) -> str:
     return "done"
 
 
+def record_fingerprint(root: Path, task: ShardTask) -> str | None:
+    """The settings fingerprint a shard's record holds (no hashing), None without a readable record."""
+    try:
+        return json.loads(record_path(root, task).read_text()).get("fingerprint")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def read_record(root: Path, task: ShardTask) -> dict:
     return json.loads(record_path(root, task).read_text())
+
+
+def files_under_data(root: Path) -> list[str]:
+    """Every file under ``root/data`` as a path relative to ``root`` (``data/<config>/<file>``)."""
+    data = root / "data"
+    return sorted(str(p.relative_to(root)) for p in data.rglob("*") if p.is_file()) if data.is_dir() else []
 
 
 def folder_lock(root: Path) -> DirLock:

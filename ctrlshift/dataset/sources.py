@@ -97,7 +97,11 @@ def load_imagefolder(root: str | Path, size: int | None = None) -> tuple[Split, 
     """A torchvision ImageFolder tree as a :class:`Split` (images resized to ``size`` if given)."""
     from torchvision.datasets import ImageFolder
 
-    folder = ImageFolder(str(root))
+    try:
+        folder = ImageFolder(str(root))
+    except (FileNotFoundError, OSError) as exc:  # no class folders, or class folders without images
+        raise CtrlshiftError(f"data.source: {str(root)!r} is neither a ctrlshift dataset (no manifest.json) nor an "
+                             f"ImageFolder tree of root/<class>/<image> ({str(exc).splitlines()[0]})") from None
     images = [_rgb(Image.open(path), size) for path, _ in folder.samples]
     return _as_split(images, [label for _, label in folder.samples], str(root)), folder.classes
 

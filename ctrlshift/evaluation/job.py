@@ -6,6 +6,7 @@ One config sweeps models x augmentations x training-set sizes x seeds; each (run
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ from ..dataset import Dataset, FamilyInfo, Split, SplitCache
 from ..device import resolve_device
 from ..errors import ConfigError, CtrlshiftError
 from ..models import count_params, create_model
-from ..results import DatasetRef, ResultRecord, write_result
+from ..names import slug
+from ..provenance import stable_hash
+from ..results import DatasetRef, ResultRecord, read_result, write_result
 from .sweep import sweep_metrics
-from .train import AUGMENTS, Preprocess, Recipe, TrainConfig, predict, train_classifier
+from .train import AUGMENTS, Checkpoint, Preprocess, Recipe, TrainConfig, predict, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        label = self.model.display.replace("/", "_")
+        label = slug(self.model.display)
         if not self.model.train:
             return f"{label}__pretrained__s{self.seed}"
         return f"{label}__{self.augment}__n{self.size or 'all'}__s{self.seed}"
@@ -101,29 +104,63 @@ def _check_families(cfg: EvaluateConfig, families: dict[str, FamilyInfo], data) 
                                  "generate it with splits.train.size > 0")
 
 
-def evaluate(cfg: EvaluateConfig, data: str | Path, out: str | Path, progress: bool = True) -> list[Path]:
-    """Run the sweep; returns the result files (existing ones included)."""
+def fingerprint(cfg: EvaluateConfig, ds: Dataset, run: RunSpec) -> str:
+    """Everything that determines a run's result: the model, its recipe, the data."""
+    return stable_hash({"model": dataclasses.asdict(run.model), "augment": run.augment, "size": run.size,
+                        "seed": run.seed, "train": to_dict(cfg.train), "dataset": ds.dataset_hash,
+                        "family": dataclasses.asdict(run.family)})
+
+
+def _existing(path: Path, fp: str, overwrite: bool) -> bool:
+    """True when ``path`` holds this run's result (skip it); other settings are refused unless
+    ``overwrite``; an unreadable file is redone."""
+    if not path.is_file():
+        return False
+    try:
+        held = read_result(path).fingerprint
+    except CtrlshiftError as exc:
+        log.warning("%s; running it again", exc)
+        return False
+    if held == fp:
+        return True
+    if not overwrite:
+        raise CtrlshiftError(f"{path}: a result of this run made with other settings; use --overwrite to redo it, "
+                             "or another --out")
+    return False
+
+
+def evaluate(cfg: EvaluateConfig, data: str | Path, out: str | Path, progress: bool = True,
+             overwrite: bool = False) -> list[Path]:
+    """Run the sweep; returns the result files (existing ones included). A run whose result file
+    exists with the same settings is skipped; with other settings it is refused unless ``overwrite``."""
     ds = Dataset.open(data)
     families = ds.families()
     _check_families(cfg, families, data)
     device = resolve_device(cfg.device)
+    runs = plan_runs(cfg, families)
+    ds.verify_all({c for run in runs for c in (run.family.base, *run.family.tests)})  # before any training
     load = SplitCache(ds)
-    paths = []
-    for run in plan_runs(cfg, families):
+    todo = []
+    for run in runs:  # refuse before any training, not halfway through the sweep
         path = Path(out) / ds.name / run.family.prefix / f"{run.run_id}.json"
-        paths.append(path)
-        if path.is_file():
+        fp = fingerprint(cfg, ds, run)
+        if _existing(path, fp, overwrite):
             log.info("skip %s/%s: %s exists", run.family.prefix, run.run_id, path)
-            continue
+        else:
+            todo.append((run, path, fp))
+    for k, (run, path, fp) in enumerate(todo, 1):
         t0 = time.time()
-        result = run_one(cfg, ds, run, load, device, path.parent / "checkpoints" / run.run_id, progress)
+        log.info("run %d of %d: %s/%s", k, len(todo), run.family.prefix, run.run_id)
+        ckpt = Checkpoint(path.parent / "checkpoints" / run.run_id, fp, overwrite)
+        result = run_one(cfg, ds, run, load, device, ckpt, progress)
+        result.fingerprint = fp
         write_result(path, result)
         log.info("%s (%.0fs)", result.summary_line(), time.time() - t0)
-    return paths
+    return [Path(out) / ds.name / run.family.prefix / f"{run.run_id}.json" for run in runs]
 
 
 def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: SplitCache, device: torch.device,
-            ckpt_dir: Path, progress: bool = True) -> ResultRecord:
+            checkpoint: Checkpoint, progress: bool = True) -> ResultRecord:
     """Train (unless the model is evaluated as is) and sweep one run; returns its result record."""
     base = run.family.base
     train = load(base, "train").subset(run.size or None)
@@ -136,7 +173,7 @@ def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: SplitCache, de
     training = {"augment": run.augment, "train_size": len(train), "config": to_dict(cfg.train)}
     if run.model.train:
         recipe = Recipe(cfg.train, run.augment, run.seed)
-        training.update(train_classifier(model, train, val, pre, recipe, ckpt_dir, progress, device=device))
+        training.update(train_classifier(model, train, val, pre, recipe, checkpoint, progress, device=device))
     model = model.to(device)
     label_map = None
     if not run.model.train:  # pretrained: dataset label k is the model's class model_label[k]
@@ -147,8 +184,8 @@ def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: SplitCache, de
         return logits[:, label_map] if label_map is not None else logits
 
     metrics, summary, flip = sweep_metrics(ds, run.family, logits_of, load)
-    if ckpt_dir.is_dir():
-        (ckpt_dir / "checkpoint.pt").unlink(missing_ok=True)
+    if checkpoint.path is not None:
+        checkpoint.path.unlink(missing_ok=True)
     return ResultRecord.new(
         task="classification", run_id=run.run_id,
         model={"name": run.model.name, "label": run.model.display, "kwargs": run.model.kwargs,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..config import meta
 from ..dataset import Split
 from ..device import resolve_device
+from ..errors import CtrlshiftError
 from ..files import atomic_save_torch
 
 log = logging.getLogger(__name__)
@@ -165,16 +166,36 @@ def _optimiser(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup))
 
 
-class _Checkpoint:
-    """The state of a training run after each epoch, to resume from after an interruption."""
+class Checkpoint:
+    """Where a training run keeps its state after each epoch, to resume after an interruption.
 
-    def __init__(self, run_dir: Path | None):
-        self.path = run_dir / "checkpoint.pt" if run_dir is not None else None
+    ``fingerprint`` identifies the run's settings: a checkpoint made with other settings is refused
+    (or, with ``overwrite``, discarded); an unreadable one (a kill mid-write on a filesystem without
+    atomic rename) is discarded with a warning and the run starts from scratch.
+    """
+
+    def __init__(self, run_dir: Path | None, fingerprint: str | None = None, overwrite: bool = False):
+        self.path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
+        self.fingerprint = fingerprint
+        self.overwrite = overwrite
 
     def load(self, net, opt, sched, gen) -> tuple[int, list, dict] | None:
         if self.path is None or not self.path.is_file():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or garbled: any of pickle's, zip's or torch's errors
+            log.warning("%s: unreadable checkpoint (%s); starting this run from scratch", self.path,
+                        str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)
+            self.path.unlink()
+            return None
+        if self.fingerprint is not None and state.get("fingerprint") != self.fingerprint:
+            if not self.overwrite:
+                raise CtrlshiftError(f"{self.path}: a checkpoint of this run made with other settings; rerun with "
+                                     "--overwrite to start it again, or use another --out")
+            log.warning("%s: made with other settings; --overwrite: starting this run from scratch", self.path)
+            self.path.unlink()
+            return None
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -186,7 +207,7 @@ class _Checkpoint:
         if self.path is not None:
             atomic_save_torch(self.path, {"model": net.state_dict(), "opt": opt.state_dict(),
                                           "sched": sched.state_dict(), "gen": gen.get_state(), "epoch": epoch,
-                                          "history": history, "best": best})
+                                          "history": history, "best": best, "fingerprint": self.fingerprint})
 
 
 def _loss(model, x, y, cfg: TrainConfig, augment: str, gen: torch.Generator) -> torch.Tensor:
@@ -229,11 +250,11 @@ def _epoch(acc, model, opt, sched, train: Split, pre: Preprocess, recipe: Recipe
 
 
 def train_classifier(model: torch.nn.Module, train: Split, val: Split | None, pre: Preprocess, recipe: Recipe,
-                     run_dir: Path | None = None, progress: bool = True,
+                     checkpoint: Checkpoint | Path | None = None, progress: bool = True,
                      device: str | torch.device | None = None) -> dict:
     """Train ``model`` in place (it ends with the best validation epoch's weights); returns the
-    training record (history, seconds, best epoch, validation accuracy). With ``run_dir`` it
-    checkpoints every epoch there and resumes from the checkpoint it finds."""
+    training record (history, seconds, best epoch, validation accuracy). With ``checkpoint`` (a
+    :class:`Checkpoint` or a run folder) it saves its state every epoch and resumes from it."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -247,7 +268,7 @@ def train_classifier(model: torch.nn.Module, train: Split, val: Split | None, pr
         model = model.to(memory_format=torch.channels_last)
     opt, sched = _optimiser(model, cfg, max(1, math.ceil(len(train) / cfg.batch_size)))
     model, opt = acc.prepare(model, opt)
-    ckpt = _Checkpoint(run_dir)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(checkpoint)
     start_epoch, history, best = 0, [], {"epoch": -1, "val_top1": -1.0, "state": None}
     resumed = ckpt.load(acc.unwrap_model(model), opt, sched, gen)
     if resumed is not None:

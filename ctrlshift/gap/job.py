@@ -20,6 +20,7 @@ from ..dataset import Dataset, load_source
 from ..errors import ConfigError
 from ..evaluation import sweep_metrics
 from ..files import atomic_write_json
+from ..names import slug
 from ..models import VLMConfig, cached_embeddings, load_templates, load_vlm
 from ..plotting import pyplot, save
 from ..provenance import stamp
@@ -142,6 +143,8 @@ def run(cfg: GapConfig, out: str | Path) -> GapRun:
     ref_set, others = sets[0], sets[1:]
 
     data = load_source(cfg.data.source, cfg.data.config, cfg.data.split, cfg.data.size)
+    if data.dataset is not None and cfg.zero_shot:
+        data.dataset.verify_all()  # the zero-shot sweep reads every test split: stop now, not at the end
     split, key = data.test, data.key
     names = tpl.get("classes") or data.class_names
     if len(names) != len(data.class_names):
@@ -181,7 +184,7 @@ def run(cfg: GapConfig, out: str | Path) -> GapRun:
 def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig, out: Path) -> list[Path]:
     """Zero-shot accuracy at every value of every family, in the shared result schema."""
     T = vlm.class_embeddings(names, templates)
-    label = cfg.vlm.name.replace("/", "_").replace(":", "_")
+    label = slug(cfg.vlm.name)
     paths = []
     for fam in ds.families().values():
         def logits_of(config: str, split) -> torch.Tensor:

@@ -18,14 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from ..config import to_dict
 from ..dataset import ConfigInfo, card
 from ..dataset import format as fmt
 from ..errors import ConfigError, CtrlshiftError
-from ..files import atomic_save_npy, atomic_save_npz, atomic_write_json, clean_temporaries
+from ..device import resolve_device
+from ..files import atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, clean_temporaries
 from ..provenance import stable_hash, stamp
-from .decoders import Decoder, create_decoder, dataset_class_names, dataset_num_classes
+from .decoders import (Decoder, DecoderOutputError, check_images, create_decoder, dataset_class_names,
+                       dataset_num_classes)
 from .samplers import SAMPLERS
 from .shifts import ShiftFamily, Targets, create_family, draw_labels, draw_noise, outside_fraction, sample_seed, typical_box
 from .spec import GenerateConfig, ShiftSpec
@@ -54,13 +57,14 @@ class Plan:
 
 
 def _fingerprint(cfg: GenerateConfig, spec: ShiftSpec, split: str) -> str:
-    """Everything that determines the bytes of a shard of this family and split."""
+    """Everything that determines the bytes of a shard of this family and split. The batch size is
+    among them: a network's kernels may round a sample differently in batches of other sizes."""
     s = dataclasses.asdict(spec)
     s.pop("values")
     return stable_hash({"decoder": to_dict(cfg.decoder), "sampler": to_dict(cfg.sampler), "spec": s,
                         "labels": cfg.labels, "targets": to_dict(cfg.targets),
                         "split": to_dict(getattr(cfg.splits, split)), "shard_size": cfg.output.shard_size,
-                        "dtype": cfg.runtime.dtype})
+                        "dtype": cfg.runtime.dtype, "batch_size": cfg.runtime.batch_size})
 
 
 def build_plan(cfg: GenerateConfig) -> Plan:
@@ -141,17 +145,59 @@ def describe_plan(cfg: GenerateConfig, plan: Plan, families: dict[str, ShiftFami
 def _state(cfg: GenerateConfig):
     from accelerate import PartialState
 
-    return PartialState(cpu=cfg.runtime.device == "cpu")
+    # `auto` on a machine without CUDA is the CPU: every rank must then join the gloo group.
+    return PartialState(cpu=resolve_device(cfg.runtime.device, "runtime.device").type == "cpu")
 
 
-def _rank0_prepare(root: Path):
+def _rank0_prepare(cfg: GenerateConfig, root: Path, overwrite: bool):
+    """Lock the folder, clean an interrupted run's temporaries, refuse (or with ``overwrite``
+    clear) anything another config left, and save the resolved config for reruns."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out: {str(root)!r} is a file; give a folder")
     root.mkdir(parents=True, exist_ok=True)
     lock = fmt.folder_lock(root)
     lock.acquire()
-    removed = clean_temporaries(root)
-    if removed:
-        log.info("removed %d temporary files of an interrupted run", removed)
+    try:
+        removed = clean_temporaries(root)
+        if removed:
+            log.info("removed %d temporary files of an interrupted run", removed)
+        _claim_folder(root, build_plan(cfg), overwrite)
+        atomic_write_text(root / fmt.STATE_DIR / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    except BaseException:
+        lock.release()
+        raise
     return lock
+
+
+def _foreign_files(root: Path, plan: Plan) -> list[str]:
+    """Shards and shard records in ``root`` that this plan would not write."""
+    shards = {t.rel_path for t in plan.tasks}
+    records = {fmt.record_path(root, t).name for t in plan.tasks}
+    state = root / fmt.STATE_DIR / "shards"
+    old_records = sorted(str(p.relative_to(root)) for p in state.glob("*") if p.name not in records)
+    return [rel for rel in fmt.files_under_data(root) if rel not in shards] + old_records
+
+
+def _claim_folder(root: Path, plan: Plan, overwrite: bool) -> None:
+    """A folder holds one dataset: what another config wrote there (other shard names, or the same
+    names with other settings) is refused, or removed with ``overwrite``."""
+    foreign = _foreign_files(root, plan)
+    stale = [t.rel_path for t in plan.tasks if fmt.record_fingerprint(root, t) not in (None, t.fingerprint)]
+    if not (foreign or stale):
+        return
+    if not overwrite:
+        if stale:
+            raise CtrlshiftError(f"{root / stale[0]}: made with other settings than this config ({len(stale)} shards; "
+                                 f"and {len(foreign)} files it would not write); use another --out, or --overwrite to "
+                                 "replace them")
+        raise CtrlshiftError(f"{root / foreign[0]}: not written by this config ({len(foreign)} such files: a folder "
+                             "made with other settings, or files added by hand); remove them, use another --out, "
+                             "or --overwrite to remove them")
+    for rel in foreign:
+        (root / rel).unlink()
+    (root / "manifest.json").unlink(missing_ok=True)
+    log.warning("%s: --overwrite: removed %d files of another config; %d shards will be written again",
+                root, len(foreign), len(stale))
 
 
 def generate(cfg: GenerateConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> dict | None:
@@ -163,7 +209,7 @@ def generate(cfg: GenerateConfig, out: str | Path, overwrite: bool = False, prog
     lock, error = None, None
     if state.is_main_process:
         try:
-            lock = _rank0_prepare(root)
+            lock = _rank0_prepare(cfg, root, overwrite)
         except CtrlshiftError as exc:
             error = str(exc)
     if state.num_processes > 1:
@@ -194,11 +240,8 @@ def _generate(cfg: GenerateConfig, root: Path, state, overwrite: bool, progress:
     mine = plan.tasks[state.process_index::state.num_processes]
 
     pending = []
-    for task in mine:
+    for task in mine:  # rank 0 has refused other settings already (or, with --overwrite, they are redone)
         status = fmt.shard_status(root, task)
-        if status == "stale" and not overwrite:
-            raise CtrlshiftError(f"{root / task.rel_path}: made with other settings than this config; "
-                                 "use another --out, or --overwrite to replace it")
         if status == "damaged":
             log.warning("%s: checksum or record does not verify; writing it again", task.rel_path)
         if status != "done":
@@ -235,7 +278,8 @@ def _write_shards(cfg, root, decoder: Decoder, families, tasks, class_names, num
             model_labels = model_classes[labels] if model_classes is not None else labels
             pngs: list[Future] = []
             for b in range(0, task.rows, bs):
-                images = decoder.decode(z[b:b + bs], model_labels[b:b + bs])
+                images = _decode_batch(decoder, z[b:b + bs], model_labels[b:b + bs], f"batch {b // bs} of "
+                                       f"{task.config}/{task.split} shard {task.shard}")
                 pngs.append(encoders.submit(fmt.encode_png, images.cpu().numpy()))
                 bar.update(min(bs, task.rows - b))
             intensity = family.axis(task.value)
@@ -252,6 +296,24 @@ def _write_shards(cfg, root, decoder: Decoder, families, tasks, class_names, num
         log.info("rank %d: %d images in %.1fs", state.process_index, total, time.time() - t0)
 
 
+def _decode_batch(decoder: Decoder, z: torch.Tensor, labels: torch.Tensor, where: str) -> torch.Tensor:
+    """Decode one batch and hold the decoder to its contract; a failure names the batch and shard
+    (nothing of that shard is written)."""
+    try:
+        images = decoder.decode(z, labels)
+    except CtrlshiftError as exc:
+        raise type(exc)(f"{exc} (in {where})") from None
+    except Exception as exc:
+        log.debug("decoder traceback", exc_info=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CtrlshiftError(f"decoder {decoder.cfg.backend!r} failed in {where}: {type(exc).__name__}: {first}; "
+                             "run with -v for the traceback") from None
+    problem = check_images(images, len(z))
+    if problem:
+        raise DecoderOutputError(f"decoder {decoder.cfg.backend!r} {problem} in {where}")
+    return images
+
+
 def _store(root, task, class_names, columns, pngs, rank):
     columns["png"] = [b for f in pngs for b in f.result()]
     return fmt.write_shard(root, task, class_names, columns, rank)
@@ -259,6 +321,10 @@ def _store(root, task, class_names, columns, pngs, rank):
 
 def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, families, class_names,
             num_processes: int) -> dict:
+    foreign = _foreign_files(root, plan)
+    if foreign:
+        raise CtrlshiftError(f"{root / foreign[0]}: not part of this dataset ({len(foreign)} such files); remove "
+                             "them, or rerun with --overwrite, before the manifest and card are written")
     records = []
     for task in plan.tasks:
         status = fmt.shard_status(root, task)
@@ -302,8 +368,10 @@ def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, famil
     manifest["config"]["runtime"].pop("device", None)
     atomic_write_json(root / "manifest.json", manifest)
     card.write_card(root, manifest)
-    if cfg.output.grid:
-        card.write_grids(root, manifest, cfg.output.grid)
+    grids = card.write_grids(root, manifest, cfg.output.grid) if cfg.output.grid else []
+    for old in (root / "grids").glob("*.png") if (root / "grids").is_dir() else []:
+        if f"grids/{old.name}" not in grids:  # a grid of another config that once lived here
+            old.unlink()
     log.info("wrote %s: %d configs, %d shards", root, len(configs), len(records))
     return manifest
 
@@ -331,6 +399,8 @@ def write_latents(cfg: GenerateConfig, prefix: str, value: float, split: str, st
     z, labels, seeds = sample_latents(cfg, family, spec, value, split_cfg.seed, range(start, stop), k)
     z = z.reshape(-1, *cfg.decoder.latent_shape).numpy()
     out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out: {str(out)!r} is a folder; give FILE.npy or FILE.npz")
     if out.suffix == ".npz":
         atomic_save_npz(out, latents=z, labels=labels.numpy(), seeds=np.asarray(seeds, dtype=np.int64),
                         indices=np.arange(start, stop))

@@ -9,6 +9,7 @@ from typing import Literal
 
 from ..config import build, meta
 from ..errors import ConfigError
+from ..names import check_name
 from .decoders import DecoderConfig, RuntimeConfig
 from .samplers import SamplerConfig
 from .shifts import FAMILIES, PAPER_TARGET_SEED
@@ -39,6 +40,7 @@ class ShiftSpec:
             values=list(self.values) or [float(v) for v in cls.default_values])
 
     def validate(self, path: str = "") -> None:
+        check_name(self.prefix, f"{path}.name" if self.name is not None else f"{path}.family")
         cls = FAMILIES.get(self.family)
         build(cls.Params, dict(self.params), f"{path}.params")
         lo, hi = cls.value_range
@@ -109,8 +111,12 @@ class GenerateConfig:
     plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
 
     def validate(self, path: str = "") -> None:
+        check_name(self.name, "name")
         if not self.shifts:
             raise ConfigError("shifts: empty; list at least one {family, values} entry")
+        if not any(getattr(self.splits, s).size for s in ("train", "val", "test")):
+            raise ConfigError("splits: every split has size 0; give splits.test.size (and splits.train.size "
+                              "for a base value to train on) a positive number")
         prefixes = set()
         for k, spec in enumerate(self.shifts):
             where = f"shifts.{k}"

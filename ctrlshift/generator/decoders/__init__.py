@@ -6,8 +6,9 @@ register theirs the same way from their own packages.
 """
 
 from ...registry import import_submodules
-from .base import (DECODERS, Decoder, DecoderConfig, RuntimeConfig, build_module, check_local, create_decoder,
-                   dataset_class_names, dataset_num_classes, import_object, resolve_source, to_uint8)
+from .base import (DECODERS, Decoder, DecoderConfig, DecoderOutputError, RuntimeConfig, build_module, check_images,
+                   check_local, create_decoder, dataset_class_names, dataset_num_classes, import_object,
+                   resolve_source, to_uint8)
 
 import_submodules(__name__)
 
@@ -16,6 +17,6 @@ def list_decoders(pattern: str = "*") -> list[str]:
     return DECODERS.list(pattern)
 
 
-__all__ = ["DECODERS", "Decoder", "DecoderConfig", "RuntimeConfig", "build_module", "check_local", "create_decoder",
+__all__ = ["DECODERS", "Decoder", "DecoderConfig", "DecoderOutputError", "RuntimeConfig", "check_images", "build_module", "check_local", "create_decoder",
            "dataset_class_names", "dataset_num_classes", "import_object", "list_decoders", "resolve_source",
            "to_uint8"]

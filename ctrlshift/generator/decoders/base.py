@@ -99,7 +99,11 @@ def import_object(spec: str, key: str = "decoder.source") -> Any:
 
 def build_module(spec: str, kwargs: dict, state_dict: str | None) -> torch.nn.Module:
     """Call the factory named by ``spec`` with ``kwargs`` and load ``state_dict`` if given."""
-    module = import_object(spec)(**kwargs)
+    factory = import_object(spec)
+    try:
+        module = factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"decoder.options.kwargs: {spec} does not accept {kwargs} ({exc})") from None
     if state_dict:
         path = Path(state_dict).expanduser()
         if not path.is_file():
@@ -108,15 +112,39 @@ def build_module(spec: str, kwargs: dict, state_dict: str | None) -> torch.nn.Mo
     return module
 
 
+class DecoderOutputError(CtrlshiftError):
+    """A decoder broke its contract: non-finite values, a wrong shape or dtype."""
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """``[N, C, H, W]`` in [-1, 1] -> ``[N, H, W, 3]`` uint8: ``x*0.5+0.5``, clamp, x255, rounded
-    (EDM's ``(x*127.5+128).clip(0,255)``). One channel is repeated to three."""
+    """``[N, C, H, W]`` floats in [-1, 1] -> ``[N, H, W, 3]`` uint8: ``x*0.5+0.5``, clamp, x255,
+    rounded (EDM's ``(x*127.5+128).clip(0,255)``). One channel is repeated to three. Non-finite
+    values, integer or complex output and other shapes are a :class:`DecoderOutputError`."""
+    if not torch.is_tensor(x) or x.dim() != 4:
+        shape = list(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise DecoderOutputError(f"decoder output has shape {shape}; expected [N, C, H, W]")
+    if x.is_complex() or not x.is_floating_point():
+        raise DecoderOutputError(f"decoder output is {x.dtype}; expected floating point values in [-1, 1]")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise DecoderOutputError(f"decoder returned {bad:,} non-finite values (of {x.numel():,})")
+    if x.shape[1] not in (1, 3):
+        raise DecoderOutputError(f"decoder output has {x.shape[1]} channels; expected 1 or 3")
     img = (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     if img.shape[1] == 1:
         img = img.expand(-1, 3, -1, -1)
-    elif img.shape[1] != 3:
-        raise CtrlshiftError(f"decoder output has {img.shape[1]} channels; expected 1 or 3")
     return img.permute(0, 2, 3, 1).contiguous()
+
+
+def check_images(images: object, n: int) -> str | None:
+    """What is wrong with a decoded batch of ``n`` images (uint8 ``[n, H, W, 3]``), or None."""
+    if not torch.is_tensor(images):
+        return f"returned a {type(images).__name__}, not a tensor"
+    if images.dtype != torch.uint8:
+        return f"returned {images.dtype} images; expected uint8"
+    if images.dim() != 4 or images.shape[0] != n or images.shape[-1] != 3:
+        return f"returned shape {list(images.shape)}; expected [{n}, H, W, 3]"
+    return None
 
 
 class Decoder:

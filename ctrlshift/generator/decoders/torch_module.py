@@ -54,7 +54,7 @@ class TorchDecoder(Decoder):
         if self.options.label_format == "onehot":
             labels = torch.nn.functional.one_hot(labels, self.num_classes).float()
         with self.autocast():
-            x = self.module(z, labels).float()
+            x = self.module(z, labels)
         if self.options.output_range == "unit":
             x = x * 2 - 1
         return to_uint8(x)
