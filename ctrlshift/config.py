@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -201,6 +202,8 @@ def _convert(tp: Any, value: Any, path: str, md: dict) -> Any:
         _check_range(value, path, md)
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):  # YAML 1.1 reads 1e30 as a string
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         _check_range(float(value), path, md)
@@ -216,6 +219,9 @@ def _convert(tp: Any, value: Any, path: str, md: dict) -> Any:
                 raise ConfigError(f"{path}: {exc}") from None
         return value
     raise TypeError(f"config type {tp} at {path} is not supported")
+
+
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _check_range(value: float, path: str, md: dict) -> None:

@@ -86,6 +86,9 @@ CASES = [
     ("invalid-yaml", "generate {root}/bad.yaml", "bad.yaml' line"),
     ("yaml-not-mapping", "generate {root}/list.yaml", "expected a mapping at the top, got list"),
     ("out-is-a-file", "generate {cfg} --out {root}/a-file --no-progress", "--out: "),
+    ("out-unwritable", "generate {cfg} --out /proc/ctrlshift-nope/ds --no-progress", "/proc/ctrlshift-nope"),
+    ("latents-unwritable", "latents {cfg} --family overlap --value 0 --split test --indices 0:2 "
+                           "--out /proc/ctrlshift-nope/z.npy", "/proc/ctrlshift-nope"),
     ("device-foo", "generate {cfg} runtime.device=foo --out {root}/o1 --no-progress", "runtime.device: 'foo' is not a device"),
     ("device-cuda", "generate {cfg} runtime.device=cuda --out {root}/o2 --no-progress", "no CUDA device is available"),
     ("missing-checkpoint", "generate {cfg} decoder.source={root}/no-model --out {root}/o3 --no-progress",

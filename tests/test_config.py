@@ -102,3 +102,11 @@ def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch, ca
         load_config(GenerateConfig, "mine")
     with pytest.raises(ConfigError, match=r"config file 'sub/tiny.yaml' does not exist"):
         load_config(GenerateConfig, "sub/tiny.yaml")
+
+
+def test_exponent_numbers_are_numbers(write_config, tiny_unet_dir):
+    # YAML 1.1 (PyYAML) reads 1e30 as a string; for a number field it is the number
+    cfg = load_config(GenerateConfig, write_config(tiny_config(tiny_unet_dir)), ["shifts.0.values=[1e30, 2.5E-3]"])
+    assert cfg.shifts[0].values == [1e30, 2.5e-3]
+    with pytest.raises(ConfigError, match="expected a number, got 'e5'"):
+        load_config(GenerateConfig, write_config(tiny_config(tiny_unet_dir)), ["shifts.0.values=[e5]"])

@@ -154,6 +154,15 @@ def test_bad_decoder_output_stops_with_one_line_and_writes_no_shard(tmp_path, ca
     assert not list((tmp_path / "ds").rglob("*.parquet"))
 
 
+def test_a_real_model_driven_to_nan_is_stopped(tiny_dataset, tmp_path, capsys):
+    cfg, _ = tiny_dataset
+    assert main(["generate", str(cfg), "shifts=[{family: truncation, values: [1e30]}]", "--out", str(tmp_path / "ds"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite values" in err and "truncation-1e+30/test shard 0" in err
+    assert not (tmp_path / "ds" / "data" / "truncation-1e+30").exists()  # nothing of that shard
+
+
 def test_a_good_torch_decoder_still_works(tmp_path):
     cfg = tiny_config("tests.test_reliability:BadG", **{"decoder.backend": "torch", "decoder.latent_shape": [1, 4, 4],
                                                        "decoder.options": {"kwargs": {"mode": "ok"}}})

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from ..errors import CtrlshiftError
 from ..files import atomic_write_bytes
+from ..names import slug
 from .reader import Dataset
 
 log = logging.getLogger(__name__)
@@ -16,8 +16,7 @@ log = logging.getLogger(__name__)
 def class_folder(label: int, name: str, num_classes: int) -> str:
     """``07_seven``: the zero-padded index keeps torchvision's ImageFolder order equal to the labels."""
     width = len(str(max(num_classes - 1, 0)))
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "class"
-    return f"{label:0{width}d}_{safe}"
+    return f"{label:0{width}d}_{slug(name)}"
 
 
 def export_imagefolder(root: str | Path, out: str | Path, progress: bool = True) -> int:

@@ -39,7 +39,9 @@ COLUMNS = ("label", "model_label", "index", "seed", "family", "value", "intensit
 
 
 def format_value(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    """``20`` for 20.0, ``0.5``, ``1e+30`` (whole numbers beyond 1e15 keep the exponent form)."""
+    v = float(value)
+    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
 
 
 def config_name(prefix: str, value: float) -> str:

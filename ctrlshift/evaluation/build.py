@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write_text
+from ..names import slug
 from ..plotting import pyplot, save
 from ..results import ResultRecord, collect
 from .robustness import mean_std
@@ -148,12 +149,12 @@ def plot_families(by_family: dict[tuple[str, str], list[Entry]], folder: Path) -
         fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=120)
         _draw(ax, ds, fam, entries)
         fig.tight_layout()
-        paths += save(fig, folder / f"{ds}-{fam}")
+        paths += save(fig, folder / slug(f"{ds}-{fam}"))  # names read from result files: never a path
     for ds in sorted({d for d, _ in by_family}):
         fams = sorted(f for d, f in by_family if d == ds)
         fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.4), dpi=110, squeeze=False)
         for ax, fam in zip(axes[0], fams):
             _draw(ax, ds, fam, by_family[(ds, fam)])
         fig.tight_layout()
-        paths += save(fig, folder / f"{ds}-all")
+        paths += save(fig, folder / slug(f"{ds}-all"))
     return paths
