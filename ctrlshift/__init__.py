@@ -48,8 +48,53 @@ def load_config(kind: str | type, source: Any = None, overrides: Any = ()) -> An
     4
     """
     from .config import load_config as load
+    from .errors import ConfigError
 
-    return load(config_class(kind) if isinstance(kind, str) else kind, source, overrides)
+    cls = config_class(kind) if isinstance(kind, str) else kind
+    try:
+        return load(cls, source, overrides)
+    except ConfigError as exc:
+        if isinstance(kind, str) and isinstance(source, str) and str(exc).startswith("unknown key"):
+            _other_kind(kind, source)
+        raise
+
+
+def _other_kind(kind: str, source: str) -> None:
+    """If ``source`` is a preset of another job, say so (instead of its first unknown key)."""
+    from .config import PRESET_DIR
+    from .errors import ConfigError
+
+    if not (PRESET_DIR / f"{source}.yaml").is_file():
+        return
+    presets = preset_index()
+    other = presets.get(source, ("?", ""))[0]
+    if other not in ("?", kind):
+        mine = [n for n, (k, _) in presets.items() if k == kind]
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ConfigError(f"config {source!r} is a {other} preset, not {article} {kind} one; {kind} presets: "
+                          f"{', '.join(mine) or 'none'} (ctrlshift list presets)") from None
+
+
+def preset_index() -> dict[str, tuple[str, str]]:
+    """preset name -> (the job it configures, its first comment line), by loading each preset."""
+    from .config import PRESET_DIR, list_presets
+    from .config import load_config as load
+    from .errors import ConfigError
+
+    out = {}
+    for name in list_presets():
+        lines = (PRESET_DIR / f"{name}.yaml").read_text().splitlines()
+        about = lines[0].lstrip("# ").strip() if lines and lines[0].startswith("#") else ""
+        job = "?"
+        for kind in CONFIGS:
+            try:
+                load(config_class(kind), name)
+            except ConfigError:
+                continue
+            job = kind
+            break
+        out[name] = (job, about)
+    return out
 
 
 CONFIGS = {"generate": "ctrlshift.generator.spec:GenerateConfig",

@@ -277,11 +277,20 @@ def _cmd_export(args) -> int:
 
 
 def _list_presets(pattern: str) -> list[str]:
+    """Presets grouped by the job they configure, each with its description."""
     import fnmatch
 
-    from .config import list_presets
+    from . import CONFIGS, preset_index
 
-    return [n for n in list_presets() if fnmatch.fnmatch(n, pattern)]
+    index = {n: v for n, v in preset_index().items() if fnmatch.fnmatch(n, pattern)}
+    width = max((len(n) for n in index), default=0)
+    lines = []
+    for kind in [*CONFIGS, "?"]:
+        names = [n for n, (k, _) in index.items() if k == kind]
+        if names:
+            lines.append(f"{kind}:" if kind != "?" else "other:")
+            lines += [f"  {n:<{width}}  {index[n][1]}" for n in names]
+    return lines
 
 
 def _registry(spec: str):

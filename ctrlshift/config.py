@@ -255,8 +255,8 @@ def build(cls: type, data: dict, path: str = "") -> Any:
             candidates = [f"{path}.{k}" if path else k for k in _all_keys(cls)]
             close = difflib.get_close_matches(full, candidates, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            allowed = ", ".join(fields)
-            raise ConfigError(f"unknown key {full!r}{hint} (allowed here: {allowed})")
+            allowed = f"allowed here: {', '.join(fields)}" if fields else "this section takes no keys"
+            raise ConfigError(f"unknown key {full!r}{hint} ({allowed})")
     kwargs = {}
     for name, f in fields.items():
         if name in data:

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 from pathlib import Path
 
@@ -40,9 +41,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def strict_json(obj: object) -> object:
+    """``obj`` with every NaN and infinity replaced by None, so that strict JSON parsers read it
+    (``null`` means "undefined": a class with no test image, a ratio over zero, ...)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj: object) -> None:
-    """JSON with one space of indent and a final newline."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+    """Strict JSON (NaN and infinities as null) with one space of indent and a final newline."""
+    text = json.dumps(strict_json(obj), indent=1, sort_keys=False, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def atomic_save_torch(path: str | Path, obj: object) -> None:

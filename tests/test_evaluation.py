@@ -318,3 +318,22 @@ def test_pretrained_model_is_evaluated_through_the_class_mapping(tmp_path, tiny_
     r = res.read_result(tmp_path / "r" / "ds" / "truncation" / "resnet20__pretrained__s0.json")
     assert r.model["trained"] is False and "history" not in r.training
     assert len(r.metrics["truncation-90"]["per_class"]) == 2  # logits restricted to model classes [3, 1]
+
+
+def test_result_files_are_strict_json(tmp_path):
+    r = fake_result("cnn", 0, [0.0, 0.0, 0.0])  # rel_nauc is 0/0
+    r.metrics["overlap-0"]["per_class"] = [1.0, float("nan")]
+    res.write_result(tmp_path / "a.json", r)
+
+    def refuse(name):
+        raise ValueError(f"{name} in a result file")
+
+    data = json.loads((tmp_path / "a.json").read_text(), parse_constant=refuse)
+    assert data["summary"]["rel_nauc"] is None and data["metrics"]["overlap-0"]["per_class"] == [1.0, None]
+    assert main(["build", str(tmp_path)]) == 0  # build reads null as "undefined"
+
+
+def test_pretrained_weights_that_cannot_be_had_are_an_error_not_random_weights():
+    with pytest.raises(ConfigError, match=r"model 'timm/resnet10t': pretrained weights could not be loaded .*"
+                                          r"or set pretrained: false"):
+        create_model("timm/resnet10t", 10, pretrained=True)

@@ -217,3 +217,11 @@ def test_evaluate_resume_refuses_a_stale_checkpoint_and_restarts_from_a_truncate
     b = json.loads((ref / "ds/overlap/mlp_mixer__crop__nall__s0.json").read_text())
     assert a["metrics"] == b["metrics"] and a["fingerprint"] == b["fingerprint"]
     assert Checkpoint(None).path is None
+
+
+def test_a_run_that_fails_before_any_shard_leaves_no_folder(tiny_dataset, tmp_path, capsys):
+    cfg, _ = tiny_dataset
+    out = tmp_path / "new"
+    assert main(["generate", str(cfg), f"decoder.source={tmp_path / 'no-model'}", "--out", str(out)]) == 2
+    assert "decoder.source" in capsys.readouterr().err
+    assert not out.exists()

@@ -151,3 +151,22 @@ def test_gap_on_an_imagefolder_tree(tiny_open_clip, tmp_path):
                  "--out", str(tmp_path / "gap")]) == 0
     rep = json.loads((tmp_path / "gap" / "gap_metrics.json").read_text())
     assert rep["n_images"] == 30 and rep["data"]["kind"] == "imagefolder"
+
+
+def test_embedding_cache_notices_a_checkpoint_changed_in_place(tiny_open_clip, tmp_path):
+    import os
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_open_clip, model)
+    imgs = torch.randint(0, 255, (4, 16, 16, 3), dtype=torch.uint8)
+    a = cached_embeddings(load_vlm(VLMConfig(name=f"local-dir:{model}", device="cpu")), imgs, tmp_path / "c", {"d": 1})
+    from safetensors.torch import load_file, save_file
+
+    weights = model / "open_clip_model.safetensors"
+    state = load_file(str(weights))
+    state["visual.proj"] = state["visual.proj"] * 2 + 0.1  # same name, same size, other weights
+    save_file(state, str(weights))
+    os.utime(weights, ns=(1, 1))
+    b = cached_embeddings(load_vlm(VLMConfig(name=f"local-dir:{model}", device="cpu")), imgs, tmp_path / "c", {"d": 1})
+    assert len(list((tmp_path / "c").glob("*.pt"))) == 2 and not torch.allclose(a, b)

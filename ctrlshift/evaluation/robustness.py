@@ -32,11 +32,16 @@ def distances(intensities: Sequence[float]) -> np.ndarray:
     return d
 
 
+def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """The trapezoid rule (``np.trapezoid`` exists only from numpy 2.0 on)."""
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
+
+
 def sweep_summary(intensities: Sequence[float], accuracies: Sequence[float]) -> dict:
     d = distances(intensities)
     y = np.asarray(accuracies, dtype=np.float64)
     out = {"base": float(y[0]), "worst": float(y[-1]), "drop": float(y[0] - y[-1])}
-    out["nauc"] = float(np.trapezoid(y, d) / d[-1]) if d[-1] > 0 else float(y[0])
+    out["nauc"] = trapezoid(y, d) / d[-1] if d[-1] > 0 else float(y[0])
     out["rel_nauc"] = out["nauc"] / out["base"] if out["base"] > 0 else float("nan")
     return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -207,6 +208,7 @@ def generate(cfg: GenerateConfig, out: str | Path, overwrite: bool = False, prog
     root = Path(out)
     state = _state(cfg)
     lock, error = None, None
+    created = state.is_main_process and not root.exists()
     if state.is_main_process:
         try:
             lock = _rank0_prepare(cfg, root, overwrite)
@@ -220,9 +222,20 @@ def generate(cfg: GenerateConfig, out: str | Path, overwrite: bool = False, prog
         raise CtrlshiftError(error)
     try:
         return _generate(cfg, root, state, overwrite, progress)
+    except BaseException:
+        if created:
+            _remove_if_unused(root)
+        raise
     finally:
         if lock is not None:
             lock.release()
+
+
+def _remove_if_unused(root: Path) -> None:
+    """A run that failed before writing any shard into a folder it created leaves no folder."""
+    state = {fmt.STATE_DIR + "/lock", fmt.STATE_DIR + "/config.yaml"}
+    if all(str(p.relative_to(root)) in state for p in root.rglob("*") if p.is_file()):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _generate(cfg: GenerateConfig, root: Path, state, overwrite: bool, progress: bool) -> dict | None:

@@ -4,8 +4,8 @@
 :data:`MODELS` are CIFAR-style networks that work from 8 to 64 pixels (a plugin registers more with
 ``@MODELS.register("name")`` on a factory ``f(num_classes, in_chans=3, img_size=32, **kwargs)``);
 any other name is passed to
-``timm.create_model`` (pretrained weights when ``pretrained=True`` and they can be had online or
-from the cache, else from scratch, with a warning). ``list_models('*mixer*')`` lists both.
+``timm.create_model`` (with ``pretrained=True``, weights that cannot be had online or from the cache
+are an error: random weights are never substituted). ``list_models('*mixer*')`` lists both.
 """
 
 from __future__ import annotations
@@ -318,9 +318,10 @@ def create_model(name: str, num_classes: int, img_size: int = 32, in_chans: int 
     if pretrained:
         try:
             return timm.create_model(tname, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
-        except Exception as exc:  # no network and no cache: say so and train from scratch
-            log.warning("model %s: pretrained weights unavailable (%s); starting from scratch",
-                        tname, str(exc).splitlines()[0][:120])
+        except Exception as exc:  # no network and no cache, a missing tag: never substitute random weights
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"model {name!r}: pretrained weights could not be loaded ({first}); connect to the "
+                              "network, point HF_HOME at a cache that holds them, or set pretrained: false") from None
     return timm.create_model(tname, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 

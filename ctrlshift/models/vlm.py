@@ -53,10 +53,35 @@ class VLMConfig:
     device: str = "auto"
 
 
+def weights_stamp(*candidates: str | None) -> list:
+    """(name, size, mtime_ns) of the local weight files among ``candidates`` (files, or folders
+    searched for weights), so that a checkpoint changed in place changes the embedding-cache key."""
+    out = []
+    for c in candidates:
+        if not c:
+            continue
+        path = Path(str(c).removeprefix("local-dir:")).expanduser()
+        files = [path] if path.is_file() else sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES) if path.is_dir() else []
+        for f in files:
+            st = f.stat()
+            out.append([f.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json")
+
+
 class VLM:
-    """The adapter contract; see the module docstring."""
+    """The adapter contract; see the module docstring. ``identity`` names the model in result
+    files; ``cache_identity`` adds the local weight files' sizes and times for the embedding cache."""
 
     identity: dict
+    weights: list = []
+
+    @property
+    def cache_identity(self) -> dict:
+        return {**self.identity, "weights": self.weights}
 
     def transform(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -112,6 +137,7 @@ class OpenClipVLM(VLM):
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(name)
         self.identity = {"backend": "open_clip", "name": cfg.name, "pretrained": cfg.pretrained}
+        self.weights = weights_stamp(name if name.startswith("local-dir:") else None, cfg.pretrained)
 
     def transform(self, images):
         return torch.stack([self.preprocess(Image.fromarray(np.asarray(img))) for img in images]).to(self.device)
@@ -143,6 +169,7 @@ class TransformersVLM(VLM):
             raise ConfigError(f"vlm.name: could not load {cfg.name!r} with transformers ({first})") from None
         self.siglip = "siglip" in type(self.model).__name__.lower()
         self.identity = {"backend": "transformers", "name": cfg.name, "class": type(self.model).__name__}
+        self.weights = weights_stamp(cfg.name)
 
     def transform(self, images):
         batch = self.processor(images=[Image.fromarray(np.asarray(i)) for i in images], return_tensors="pt")
@@ -185,11 +212,12 @@ def load_templates(name_or_path: str) -> dict:
 
 def cached_embeddings(vlm: VLM, images: torch.Tensor, cache_dir: Path | None, key: dict,
                       batch_size: int = 256) -> torch.Tensor:
-    """Image embeddings, cached on disk under a hash of the model identity and ``key`` (e.g. the
+    """Image embeddings, cached on disk under a hash of the model (its identity and local weight
+    files' sizes and times) and ``key`` (e.g. the
     dataset hash, config and split)."""
     if cache_dir is None:
         return vlm.image_embeddings(images, batch_size)
-    digest = hashlib.sha256(json.dumps({"model": vlm.identity, **key}, sort_keys=True).encode()).hexdigest()[:24]
+    digest = hashlib.sha256(json.dumps({"model": vlm.cache_identity, **key}, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"{digest}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
