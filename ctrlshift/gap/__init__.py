@@ -1,4 +1,4 @@
-"""Embeddings -> modality-gap metrics, corrections, robustness and toy simulations (METHODS.md 2).
+"""Embeddings -> modality-gap metrics, corrections, robustness and toy simulations (docs/methods.md section 2).
 
 - :mod:`.metrics`: gap vector, L2M, L2I, RMG, variance along the gap, span orthogonality;
 - :mod:`.corrections`: the projected gap shift, the mean shift, Liang et al.'s symmetric shift;

@@ -1,4 +1,4 @@
-"""Modality-gap metrics: pure functions on embedding tensors (METHODS.md 2).
+"""Modality-gap metrics: pure functions on embedding tensors (docs/methods.md section 2).
 
 Conventions: ``X`` are image embeddings ``[N, D]``, ``Y`` text embeddings ``[M, D]``, unit norm as
 the model outputs them. The gap vector points from the images to the texts::

@@ -38,7 +38,7 @@ SAMPLERS: Registry["Sampler"] = Registry("sampler")
 @dataclass
 class SamplerConfig:
     name: str = field(default="ddim", metadata=meta(
-        "edm-heun: EDM 2nd-order Heun (METHODS.md); ddim: DDIM with eta=0", registry=SAMPLERS))
+        "edm-heun: EDM 2nd-order Heun (docs/methods.md); ddim: DDIM with eta=0", registry=SAMPLERS))
     steps: int = field(default=50, metadata=meta("solver steps (Heun uses 2 network calls per step but the last)", min=1))
     sigma_min: float | None = field(default=None, metadata=meta(
         "smallest noise level of the Karras schedule; null: the model's own (0.002 for EDM)", min=0.0))

@@ -1,4 +1,4 @@
-"""Latent shift families and their intensity measures (METHODS.md section 1).
+"""Latent shift families and their intensity measures (docs/methods.md section 1).
 
 A family maps standard Gaussian noise ``eps ~ N(0, I_d)`` and a control value ``v`` to latents
 ``z``. Train and test sets are decoded by the same generator from the family at different values;

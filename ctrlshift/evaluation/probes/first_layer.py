@@ -1,4 +1,4 @@
-"""What the first layer learns: energy profiles of filters in the patch PCA basis (METHODS.md 3).
+"""What the first layer learns: energy profiles of filters in the patch PCA basis (docs/methods.md section 3).
 
 - :func:`patch_basis`: eigenvectors ``u_i`` and variances ``lambda_i^2`` of the covariance of all
   input patches at the first layer's kernel size, flattened in (c, h, w) order like conv weights,

@@ -1,4 +1,4 @@
-"""Outlier features and privileged directions of a representation (METHODS.md 4).
+"""Outlier features and privileged directions of a representation (docs/methods.md section 4).
 
 - :func:`kurtosis`: Pearson kurtosis (Gaussian: 3, not excess) of activations. ``axis="images"``
   (default): per feature dimension, across images -- a dimension with rare huge activations scores

@@ -1,4 +1,4 @@
-"""NVlabs EDM networks, decoded with EDM's Heun sampler (METHODS.md section 1).
+"""NVlabs EDM networks, decoded with EDM's Heun sampler (docs/methods.md section 1).
 
 The network is any module with EDM's ``net(x, sigma, class_labels)`` signature and its attributes
 ``img_resolution``, ``img_channels``, ``label_dim``, ``sigma_min``, ``sigma_max``. Sources:
