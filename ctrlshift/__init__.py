@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # pragma: no cover
     from .dataset import Dataset
 
-__all__ = ["Dataset", "build", "evaluate", "generate", "load_config", "quickstart"]
+__all__ = ["Dataset", "benchmark", "build", "evaluate", "generate", "load_config", "quickstart"]
 
 
 def load_config(kind: str | type, source: Any = None, overrides: Any = ()) -> Any:
@@ -152,6 +152,19 @@ def evaluate(config: Any, data: str | Path, out: str | Path = "results", *, over
     from .evaluation.job import EvaluateConfig, evaluate as run
 
     return run(resolve_config(EvaluateConfig, config, overrides), data, out, progress=progress, overwrite=overwrite)
+
+
+def benchmark(model: Any, dataset: Any, preprocess: Any = None, **kwargs: Any) -> list:
+    """Evaluate your own trained classifier (any ``torch.nn.Module`` giving logits) at every
+    intensity of a ctrlshift dataset, with no training: one result record per family, written as
+    result files with ``out=``. See :func:`ctrlshift.evaluation.benchmark.benchmark` for the options
+    (``name``, ``out``, ``families``, ``labels``, ``batch_size``, ``device``).
+
+    >>> records = ctrlshift.benchmark(net, "datasets/tiny", out="results")      # doctest: +SKIP
+    """
+    from .evaluation.benchmark import benchmark as run
+
+    return run(model, dataset, preprocess, **kwargs)
 
 
 def build(results: str | Path, out: str | Path | None = None, plots: bool = True) -> dict:

@@ -59,3 +59,41 @@ def load(modules: list[str] | tuple[str, ...], key: str = "plugins") -> None:
         except ImportError as exc:
             raise ConfigError(f"{key}.{k}: cannot import plugin module {name!r} ({exc}); "
                               "is its folder on PYTHONPATH or the package installed?") from None
+
+
+def import_object(spec: str, key: str = "decoder.source"):
+    """``package.module:attr`` -> the object; a failure is a :class:`ConfigError` naming ``key``."""
+    module_name, _, attr = str(spec).partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{key}: {spec!r} is not an import string; expected 'package.module:attr'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{key}: cannot import module {module_name!r} ({exc})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"{key}: module {module_name!r} has no attribute {attr!r}") from None
+
+
+def load_weights(module, path: str, key: str) -> None:
+    """Load a state dict into ``module`` from a ``.safetensors`` file or a torch file read with
+    ``weights_only=True`` (nothing in it runs code)."""
+    from pathlib import Path
+
+    import torch
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{key}: {str(file)!r} does not exist")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except Exception as exc:  # unreadable, pickled code refused, or keys and shapes that do not fit
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{key}: cannot load {str(file)!r} into the model ({first})") from None

@@ -165,7 +165,10 @@ def test_embedding_cache_notices_a_checkpoint_changed_in_place(tiny_open_clip, t
 
     weights = model / "open_clip_model.safetensors"
     state = load_file(str(weights))
-    state["visual.proj"] = state["visual.proj"] * 2 + 0.1  # same name, same size, other weights
+    g = torch.Generator().manual_seed(0)
+    for k, v in state.items():  # same file name, same size, other weights
+        if k.startswith("visual.") and v.is_floating_point():
+            state[k] = v + 0.1 * torch.randn(v.shape, generator=g)
     save_file(state, str(weights))
     os.utime(weights, ns=(1, 1))
     b = cached_embeddings(load_vlm(VLMConfig(name=f"local-dir:{model}", device="cpu")), imgs, tmp_path / "c", {"d": 1})

@@ -30,10 +30,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ModelSpec:
-    name: str = field(metadata=meta("a ctrlshift architecture (resnet20, mlp_mixer, ...) or a timm model name"))
+    name: str = field(metadata=meta(
+        "a ctrlshift architecture (resnet20, mlp_mixer, ...), a timm model name, or your own package.module:factory"))
     label: str | None = field(default=None, metadata=meta("name shown in tables (default: name)"))
     kwargs: dict = field(default_factory=dict, metadata=meta("architecture arguments, e.g. {width: 0.5}"))
-    pretrained: bool = field(default=False, metadata=meta("timm pretrained weights when available"))
+    pretrained: bool = field(default=False, metadata=meta("timm pretrained weights (an error when they cannot be had)"))
+    state_dict: str | None = field(default=None, metadata=meta(
+        "weights to load (.safetensors, or a torch file read with weights_only)"))
     train: bool = field(default=True, metadata=meta(
         "false: evaluate as is (a pretrained classifier), mapping dataset labels through model_label"))
 
@@ -169,7 +172,8 @@ def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: SplitCache, de
     torch.manual_seed(run.seed)
     kwargs = dict(run.model.kwargs)
     num_classes = ds.num_classes if run.model.train else int(kwargs.pop("num_classes", 1000))
-    model = create_model(run.model.name, num_classes, img_size=pre.img_size, pretrained=run.model.pretrained, **kwargs)
+    model = create_model(run.model.name, num_classes, img_size=pre.img_size, pretrained=run.model.pretrained,
+                         state_dict=run.model.state_dict, **kwargs)
     training = {"augment": run.augment, "train_size": len(train), "config": to_dict(cfg.train)}
     if run.model.train:
         recipe = Recipe(cfg.train, run.augment, run.seed)

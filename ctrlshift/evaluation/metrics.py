@@ -4,7 +4,9 @@
 - ``nll``: mean negative log-likelihood of the true class (natural log);
 - ``ece``: expected calibration error with ``bins`` equal-width confidence bins,
   ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``;
-- ``per_class``: accuracy per true class (NaN for a class with no sample).
+- ``per_class``: accuracy per true class (NaN for a class with no sample);
+- ``acc1``, ``acc5``, ``mean_per_class_recall``: the same under CLIP_benchmark's names (the mean of
+  ``per_class`` over classes with samples), so its tooling reads ctrlshift results.
 """
 
 from __future__ import annotations
@@ -51,4 +53,8 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, bins: int
            "per_class": per_class_accuracy(logits, labels, k), "n": int(len(labels))}
     if k > 5:
         out["top5"] = top_k(logits, labels, 5)
+    seen = [a for a in out["per_class"] if a == a]
+    out.update(acc1=out["top1"], mean_per_class_recall=sum(seen) / len(seen) if seen else float("nan"))
+    if "top5" in out:
+        out["acc5"] = out["top5"]
     return out

@@ -11,6 +11,7 @@ are an error: random weights are never substituted). ``list_models('*mixer*')`` 
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import logging
 
 import torch
@@ -18,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..plugins import import_object, load_weights
 from ..registry import Registry
 
 log = logging.getLogger(__name__)
@@ -301,8 +303,26 @@ def list_models(pattern: str = "*", timm_too: bool = True) -> list[str]:
 
 
 def create_model(name: str, num_classes: int, img_size: int = 32, in_chans: int = 3, pretrained: bool = False,
-                 **kwargs) -> nn.Module:
-    """A registered 32px architecture, or ``timm/<name>`` (or a bare timm name) from timm."""
+                 state_dict: str | None = None, **kwargs) -> nn.Module:
+    """A registered 32px architecture, ``timm/<name>`` (or a bare timm name) from timm, or your own
+    ``package.module:factory`` called with ``kwargs`` (and ``num_classes`` when it takes one).
+    ``state_dict`` loads weights (``.safetensors`` or a torch file, read with ``weights_only``)."""
+    model = _create(name, num_classes, img_size, in_chans, pretrained, **kwargs)
+    if state_dict:
+        load_weights(model, state_dict, "models.state_dict")
+    return model
+
+
+def _create(name: str, num_classes: int, img_size: int, in_chans: int, pretrained: bool, **kwargs) -> nn.Module:
+    if ":" in name:  # a user's own architecture
+        factory = import_object(name, "models.name")
+        params = inspect.signature(factory).parameters if callable(factory) else {}
+        if "num_classes" in params and "num_classes" not in kwargs:
+            kwargs["num_classes"] = num_classes
+        try:
+            return factory(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"model {name!r}: bad arguments {kwargs} ({exc})") from None
     if name in MODELS:
         try:
             return MODELS.get(name)(num_classes, in_chans=in_chans, img_size=img_size, **kwargs)

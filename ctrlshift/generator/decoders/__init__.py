@@ -7,8 +7,9 @@ register theirs the same way from their own packages.
 
 from ...registry import import_submodules
 from .base import (DECODERS, Decoder, DecoderConfig, DecoderOutputError, RuntimeConfig, build_module, check_images,
-                   check_local, create_decoder, dataset_class_names, dataset_num_classes, import_object,
-                   resolve_source, to_uint8)
+                   check_local, create_decoder, dataset_class_names, dataset_num_classes, resolve_source,
+                   to_uint8)
+from ...plugins import import_object
 
 import_submodules(__name__)
 

@@ -18,7 +18,6 @@ add a backend (in a module of this package, or in a plugin), subclass :class:`De
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from ... import embedded
 from ...config import build, meta
 from ...device import resolve_device
 from ...errors import ConfigError, CtrlshiftError
+from ...plugins import import_object, load_weights
 from ...registry import Registry
 from ..samplers import SamplerConfig
 
@@ -82,21 +82,6 @@ def check_local(source: str) -> None:
         raise ConfigError(f"decoder.source: {source!r} does not exist; give a local folder or file, or a hub id")
 
 
-def import_object(spec: str, key: str = "decoder.source") -> Any:
-    """``package.module:attr`` -> the object."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"{key}: {spec!r} is not an import string; expected 'package.module:attr'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"{key}: cannot import module {module_name!r} ({exc})") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"{key}: module {module_name!r} has no attribute {attr!r}") from None
-
-
 def build_module(spec: str, kwargs: dict, state_dict: str | None) -> torch.nn.Module:
     """Call the factory named by ``spec`` with ``kwargs`` and load ``state_dict`` if given."""
     factory = import_object(spec)
@@ -105,10 +90,7 @@ def build_module(spec: str, kwargs: dict, state_dict: str | None) -> torch.nn.Mo
     except TypeError as exc:
         raise ConfigError(f"decoder.options.kwargs: {spec} does not accept {kwargs} ({exc})") from None
     if state_dict:
-        path = Path(state_dict).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"decoder.options.state_dict: {str(path)!r} does not exist")
-        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        load_weights(module, state_dict, "decoder.options.state_dict")
     return module
 
 
