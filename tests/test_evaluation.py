@@ -337,3 +337,12 @@ def test_pretrained_weights_that_cannot_be_had_are_an_error_not_random_weights()
     with pytest.raises(ConfigError, match=r"model 'timm/resnet10t': pretrained weights could not be loaded .*"
                                           r"or set pretrained: false"):
         create_model("timm/resnet10t", 10, pretrained=True)
+
+
+def test_wilson_interval_by_hand():
+    from ctrlshift.evaluation.build import wilson
+
+    lo, hi = wilson(np.array([0.5, 1.0, 0.0]), np.array([100, 20, 20]))
+    assert lo[0] == pytest.approx(0.4038, abs=1e-4) and hi[0] == pytest.approx(0.5962, abs=1e-4)
+    assert hi[1] == pytest.approx(1.0) and lo[1] == pytest.approx(0.8389, abs=1e-4)  # 20 of 20 right
+    assert lo[2] == pytest.approx(0.0) and hi[2] == pytest.approx(0.1611, abs=1e-4)

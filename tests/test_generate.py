@@ -248,3 +248,20 @@ def test_two_processes_write_the_same_bytes(reference, tmp_path):
         for r in m["shards"]:
             r.pop("rank")
     assert ma == mb
+
+
+@pytest.mark.slow
+def test_the_cpu_thread_count_does_not_change_the_bytes(reference, tmp_path):
+    cfg, ref = reference
+    outs = {}
+    for threads in ("1", "2"):
+        out = tmp_path / threads / "ds"
+        proc = subprocess.run([sys.executable, "-m", "ctrlshift", "generate", str(cfg), "--out", str(out), "--no-progress"],
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": threads},
+                              timeout=300, cwd=Path(__file__).parent.parent)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[threads] = out
+        assert json.loads((out / "manifest.json").read_text())["cpu_threads"] == int(threads)
+    a, b = files(outs["1"]), files(outs["2"])
+    a.pop("manifest.json"), b.pop("manifest.json")
+    assert a == b

@@ -60,13 +60,37 @@ def write_card(root: Path, manifest: dict) -> None:
     atomic_write_text(root / "README.md", "\n".join(lines))
 
 
-def image_grid(images: Sequence[np.ndarray], cols: int, scale: int = 1, pad: int = 2) -> Image.Image:
+def image_grid(images: Sequence[np.ndarray], cols: int, scale: int = 1, pad: int = 2,
+               row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+               tile_labels: Sequence[str] | None = None) -> Image.Image:
+    """Tiles in rows of ``cols``, with optional labels: left of each row, above each column (when
+    every row shares them), or above each tile."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
     h, w = images[0].shape[:2]
+    band = 12 if tile_labels else 0
+    tw, th = w * scale + pad, h * scale + pad + band
     rows = (len(images) + cols - 1) // cols
-    canvas = Image.new("RGB", (cols * (w * scale + pad) + pad, rows * (h * scale + pad) + pad), "white")
+    left = max((int(font.getlength(t)) for t in row_labels or []), default=-pad) + 2 * pad
+    top = 12 + pad if col_labels else 0
+    canvas = Image.new("RGB", (left + cols * tw + pad, top + rows * th + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+
+    def fit(text: str) -> str:
+        while len(text) > 1 and font.getlength(text) > tw - 2:
+            text = text[:-1]
+        return text
+
     for k, img in enumerate(images):
-        tile = Image.fromarray(img).resize((w * scale, h * scale), Image.NEAREST)
-        canvas.paste(tile, (pad + (k % cols) * (w * scale + pad), pad + (k // cols) * (h * scale + pad)))
+        x, y = left + pad + (k % cols) * tw, top + pad + (k // cols) * th
+        canvas.paste(Image.fromarray(img).resize((w * scale, h * scale), Image.NEAREST), (x, y + band))
+        if tile_labels:
+            draw.text((x, y), fit(tile_labels[k]), fill="black", font=font)
+    for r, text in enumerate(row_labels or []):
+        draw.text((pad, top + pad + r * th + (th - 12) // 2), text, fill="black", font=font)
+    for c, text in enumerate(col_labels or []):
+        draw.text((left + pad + c * tw, pad), fit(text), fill="black", font=font)
     return canvas
 
 
@@ -77,30 +101,36 @@ def _save_png(image: Image.Image, path: Path) -> None:
 
 
 def write_grids(root: Path, manifest: dict, per_row: int) -> list[str]:
-    """One grid per config (first test images) and one per family (a row per value, same seeds)."""
+    """One grid per config (first test images, each under its class) and one per family (a row per
+    value, the same seeds in every row: each row labelled with its value and intensity, each column
+    with its class)."""
     written = []
     grid_dir = root / "grids"
     grid_dir.mkdir(exist_ok=True)
-    by_family: dict[str, list[tuple[float, list[np.ndarray]]]] = {}
+    names = manifest["class_names"]
+    by_family: dict[str, list[tuple[ConfigInfo, list[np.ndarray], list[str]]]] = {}
     for name, raw in manifest["configs"].items():
         info = ConfigInfo.from_json(raw)
         split = "test" if "test" in info.splits else next(iter(info.splits))
-        rows = []
-        for row in iter_rows(root, name, split, columns=["image"]):
+        rows, classes = [], []
+        for row in iter_rows(root, name, split, columns=["image", "label"]):
             rows.append(decode_png(row["image"]))
+            classes.append(names[row["label"]])
             if len(rows) >= per_row * per_row:
                 break
         if not rows:
             continue
         scale = max(1, 64 // rows[0].shape[0])
-        _save_png(image_grid(rows, per_row, scale), grid_dir / f"{name}.png")
+        _save_png(image_grid(rows, per_row, scale, tile_labels=classes), grid_dir / f"{name}.png")
         written.append(f"grids/{name}.png")
         if split == "test":
-            by_family.setdefault(info.prefix, []).append((info.value, rows[:per_row]))
+            by_family.setdefault(info.prefix, []).append((info, rows[:per_row], classes[:per_row]))
     for prefix, items in by_family.items():
-        items.sort(key=lambda it: it[0])
-        tiles = [img for _, imgs in items for img in imgs]
+        items.sort(key=lambda it: it[0].value)
+        tiles = [img for _, imgs, _ in items for img in imgs]
+        labels = [f"v={format_value(i.value)}  {i.axis}={i.intensity:.3g}" for i, _, _ in items]
         scale = max(1, 64 // tiles[0].shape[0])
-        _save_png(image_grid(tiles, per_row, scale), grid_dir / f"{prefix}.png")
+        _save_png(image_grid(tiles, per_row, scale, row_labels=labels, col_labels=items[0][2]),
+                  grid_dir / f"{prefix}.png")
         written.append(f"grids/{prefix}.png")
     return written

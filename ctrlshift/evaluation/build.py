@@ -3,7 +3,7 @@
 ``build(RESULTS_DIR)`` writes ``results.csv`` (one row per run and config), ``leaderboard.md`` (per
 family: mean +- std over seeds of clean accuracy, worst accuracy, drop and normalised AUC, and the
 median flip intensity) and ``plots/<dataset>-<family>.png`` / ``.svg`` (accuracy against intensity,
-a band of +- one std over seeds), plus ``plots/<dataset>-all`` with every family side by side.
+a band of +- one std over seeds, or the Wilson 95% interval of each point for a single seed), plus ``plots/<dataset>-all`` with every family side by side.
 """
 
 from __future__ import annotations
@@ -120,6 +120,14 @@ def build(root: str | Path, out: str | Path | None = None, plots: bool = True) -
     return written
 
 
+def wilson(p: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """The Wilson score interval (95% for ``z = 1.96``) of accuracies ``p`` measured on ``n`` images."""
+    p, n = np.asarray(p, dtype=np.float64), np.maximum(np.asarray(n, dtype=np.float64), 1)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def _draw(ax, ds: str, fam: str, entries: list[Entry]) -> None:
     first = entries[0].runs[0]
     for e in entries:
@@ -128,10 +136,16 @@ def _draw(ax, ds: str, fam: str, entries: list[Entry]) -> None:
         x = np.array([ref[c]["intensity"] for c in configs])
         ys = np.array([[run.metrics[c]["top1"] * 100 for c in configs] for run in e.runs])
         mean = ys.mean(0)
-        line, = ax.plot(x, mean, marker="o", ms=3.5, label=f"{e.label} ({e.seeds} seed{'s' if e.seeds > 1 else ''})")
+        band = "±1 std" if e.seeds > 1 else "95% CI"
+        line, = ax.plot(x, mean, marker="o", ms=3.5,
+                        label=f"{e.label} ({e.seeds} seed{'s' if e.seeds > 1 else ''}, {band})")
         if e.seeds > 1:
             std = ys.std(0, ddof=1)
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+            lo, hi = mean - std, mean + std
+        else:  # one seed: the binomial uncertainty of each point's accuracy
+            lo, hi = wilson(mean / 100, np.array([ref[c]["n"] for c in configs]))
+            lo, hi = 100 * lo, 100 * hi
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     unit = first.dataset.axis_unit
     ax.set_xlabel(f"{first.dataset.axis or 'intensity'}" + (f" ({unit})" if unit else ""))
     ax.set_ylabel("top-1 accuracy (%)")
@@ -152,7 +166,7 @@ def plot_families(by_family: dict[tuple[str, str], list[Entry]], folder: Path) -
         paths += save(fig, folder / slug(f"{ds}-{fam}"))  # names read from result files: never a path
     for ds in sorted({d for d, _ in by_family}):
         fams = sorted(f for d, f in by_family if d == ds)
-        fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.4), dpi=110, squeeze=False)
+        fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.4), dpi=110, squeeze=False, sharey=True)
         for ax, fam in zip(axes[0], fams):
             _draw(ax, ds, fam, by_family[(ds, fam)])
         fig.tight_layout()

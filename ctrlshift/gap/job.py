@@ -209,9 +209,10 @@ def plot_pca(X: torch.Tensor, T: torch.Tensor, labels: torch.Tensor, path: Path)
     _, _, vh = torch.linalg.svd(Z - mean, full_matrices=False)
     px, pt = ((X - mean) @ vh[:2].T).numpy(), ((T - mean) @ vh[:2].T).numpy()
     fig, ax = plt.subplots(figsize=(5, 4.2), dpi=110)
-    ax.scatter(px[:, 0], px[:, 1], s=6, c=labels.numpy(), cmap="tab10", alpha=0.6, label="images")
+    ax.scatter(px[:, 0], px[:, 1], s=6, c=labels.numpy(), cmap="tab10", alpha=0.6,
+               label="images (colour: true class)")
     ax.scatter(pt[:, 0], pt[:, 1], s=90, c=np.arange(len(T)), cmap="tab10", marker="*", edgecolors="k",
-               label="class texts")
+               label="class texts (colour: class)")
     ax.set_title("PCA of image and text embeddings (joint)")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")

@@ -375,6 +375,7 @@ def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, famil
                  "description": cfg.output.card.description},
         "dataset_hash": dataset_hash,
         "num_processes": num_processes,
+        "cpu_threads": torch.get_num_threads(),  # intra-op threads of rank 0: see docs/dataset-format.md
         "shards": records,
     }
     # Run-specific settings do not belong in the dataset's identity.
