@@ -158,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     gp.add_argument("config", metavar="CONFIG", help="YAML, preset (gap-tiny-clip), or `toy`")
     gp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     gp.add_argument("--out", default="gap", help="output folder (default: ./gap)")
+    gp.add_argument("--no-progress", action="store_true")
 
     ls = sub.add_parser("list", help="list registered components or presets")
     ls.add_argument("what", choices=sorted(LISTINGS))
@@ -217,13 +218,13 @@ def _cmd_gap(args) -> int:
     if args.config == "toy":
         from .gap.toy import run_toy
 
-        result = run_toy(args.overrides, out)
+        result = run_toy(args.overrides, out, progress=not args.no_progress)
         print("\n".join(result.summary_lines()))
         log.info("wrote %s/toy.json and %s", out, ", ".join(result.plots))
         return 0
     from . import gap, load_config
 
-    result = gap.run(load_config("gap", args.config, args.overrides), out)
+    result = gap.run(load_config("gap", args.config, args.overrides), out, progress=not args.no_progress)
     print("\n".join(result.summary_lines()))
     log.info("wrote %s (gap_metrics.json, robustness.json, corrections/, %s)", out,
              ", ".join(Path(p).name for p in result.plots))

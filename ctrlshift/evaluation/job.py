@@ -151,14 +151,20 @@ def evaluate(cfg: EvaluateConfig, data: str | Path, out: str | Path, progress: b
             log.info("skip %s/%s: %s exists", run.family.prefix, run.run_id, path)
         else:
             todo.append((run, path, fp))
-    for k, (run, path, fp) in enumerate(todo, 1):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(todo, desc="evaluate", unit="run", disable=not progress, dynamic_ncols=True)
+    for k, (run, path, fp) in enumerate(bar, 1):
         t0 = time.time()
-        log.info("run %d of %d: %s/%s", k, len(todo), run.family.prefix, run.run_id)
+        bar.set_postfix_str(f"{run.family.prefix}/{run.run_id}")
+        if not progress:
+            log.info("run %d of %d: %s/%s", k, len(todo), run.family.prefix, run.run_id)
         ckpt = Checkpoint(path.parent / "checkpoints" / run.run_id, fp, overwrite)
         result = run_one(cfg, ds, run, load, device, ckpt, progress)
         result.fingerprint = fp
         write_result(path, result)
         log.info("%s (%.0fs)", result.summary_line(), time.time() - t0)
+    bar.close()
     return [Path(out) / ds.name / run.family.prefix / f"{run.run_id}.json" for run in runs]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
-def run(config: Any = "gap-tiny-clip", out: str | Path = "gap", **overrides: Any):
+def run(config: Any = "gap-tiny-clip", out: str | Path = "gap", progress: bool = True, **overrides: Any):
     """Run the gap job and return a :class:`~ctrlshift.gap.job.GapRun` (report, curves, plots,
     zero-shot result files).
 
@@ -31,4 +31,4 @@ def run(config: Any = "gap-tiny-clip", out: str | Path = "gap", **overrides: Any
     from .._api import resolve_config
     from .job import GapConfig, run as run_job
 
-    return run_job(resolve_config(GapConfig, config, overrides), out)
+    return run_job(resolve_config(GapConfig, config, overrides), out, progress)

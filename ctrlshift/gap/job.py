@@ -133,7 +133,7 @@ class GapRun:
         return lines
 
 
-def run(cfg: GapConfig, out: str | Path) -> GapRun:
+def run(cfg: GapConfig, out: str | Path, progress: bool = True) -> GapRun:
     """Measure, correct and stress the modality gap of ``cfg.vlm`` on ``cfg.data``; write to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ def run(cfg: GapConfig, out: str | Path) -> GapRun:
     if len(names) != len(data.class_names):
         raise ConfigError(f"templates: {len(names)} class names for a dataset of {len(data.class_names)} classes")
     cache = out / "cache"
-    X = cached_embeddings(vlm, split.images, cache, key, cfg.vlm.batch_size).double()
+    X = cached_embeddings(vlm, split.images, cache, key, cfg.vlm.batch_size, progress).double()
     T = vlm.class_embeddings(names, tpl["templates"][ref_set]).double()
     reworded = {s: vlm.class_embeddings(names, tpl["templates"][s]).double() for s in others}
     labels = split.labels
@@ -177,11 +177,13 @@ def run(cfg: GapConfig, out: str | Path) -> GapRun:
     plots = [plot_pca(X, T, labels, out / "pca.png"), plot_robustness(curves, out / "robustness.png")]
     results = []
     if data.dataset is not None and cfg.zero_shot:
-        results = zero_shot_results(vlm, data.dataset, names, tpl["templates"][ref_set], cache, cfg, out / "results")
+        results = zero_shot_results(vlm, data.dataset, names, tpl["templates"][ref_set], cache, cfg, out / "results",
+                                    progress)
     return GapRun(report, curves, plots, results)
 
 
-def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig, out: Path) -> list[Path]:
+def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig, out: Path,
+                      progress: bool = True) -> list[Path]:
     """Zero-shot accuracy at every value of every family, in the shared result schema."""
     T = vlm.class_embeddings(names, templates)
     label = slug(cfg.vlm.name)
@@ -189,7 +191,8 @@ def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig,
     for fam in ds.families().values():
         def logits_of(config: str, split) -> torch.Tensor:
             key = {"data": ds.dataset_hash, "config": config, "split": "test"}
-            return 100.0 * cached_embeddings(vlm, split.images, cache, key) @ T.T
+            log.info("zero-shot: %s", config)
+            return 100.0 * cached_embeddings(vlm, split.images, cache, key, cfg.vlm.batch_size, progress) @ T.T
 
         metrics, summary, flip = sweep_metrics(ds, fam, logits_of)
         path = out / ds.name / fam.prefix / f"{label}__zeroshot.json"

@@ -72,14 +72,16 @@ def measure(x: torch.Tensor, y: torch.Tensor, tol: float) -> dict:
             "gap_in_span_y": span_fraction(g, principal_span(y, tol))}
 
 
-def simulate(cfg: ToyConfig) -> dict:
+def simulate(cfg: ToyConfig, progress: bool = False) -> dict:
     x0, y0 = init_embeddings(cfg)
     X = x0.clone().requires_grad_(True)
     Y = y0.clone().requires_grad_(True)
     opt = torch.optim.SGD([X, Y], lr=cfg.lr)
     target = torch.arange(cfg.n)
     history = []
-    for step in range(cfg.steps + 1):
+    from tqdm.auto import tqdm
+
+    for step in tqdm(range(cfg.steps + 1), desc="toy", unit="step", disable=not progress, leave=False):
         x, y = (normalize(X), normalize(Y)) if cfg.sphere else (X, Y)
         logits = x @ y.T / cfg.temperature
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
@@ -151,10 +153,10 @@ class ToyRun:
         return lines
 
 
-def run_toy(overrides: list[str] | dict, out: str | Path) -> ToyRun:
+def run_toy(overrides: list[str] | dict, out: str | Path, progress: bool = False) -> ToyRun:
     """Simulate with ``ToyConfig`` defaults <- ``overrides`` and write ``out/toy.json`` and plots."""
     cfg = load_config(ToyConfig, None, overrides)
-    result = simulate(cfg)
+    result = simulate(cfg, progress)
     out = Path(out)
     atomic_write_json(out / "toy.json", {"schema": "ctrlshift-gap-toy/1", "config": vars(cfg),
                                          "history": result["history"]})

@@ -261,7 +261,8 @@ def _generate(cfg: GenerateConfig, root: Path, state, overwrite: bool, progress:
             pending.append(task)
     skipped = len(mine) - len(pending)
     if skipped:
-        log.info("rank %d: %d of %d shards already complete and verified", state.process_index, skipped, len(mine))
+        who = f"rank {state.process_index}: " if state.num_processes > 1 else ""
+        log.info("%s%d of %d shards already complete and verified", who, skipped, len(mine))
 
     _write_shards(cfg, root, decoder, families, pending, class_names, num_classes, state, progress)
     state.wait_for_everyone()
@@ -276,7 +277,8 @@ def _write_shards(cfg, root, decoder: Decoder, families, tasks, class_names, num
     from tqdm.auto import tqdm
 
     total = sum(t.rows for t in tasks)
-    bar = tqdm(total=total, unit="img", desc=f"generate (rank 0 of {state.num_processes})",
+    desc = "generate" if state.num_processes == 1 else f"generate (rank 0 of {state.num_processes})"
+    bar = tqdm(total=total, unit="img", desc=desc,
                disable=not (progress and state.is_main_process), dynamic_ncols=True)
     specs = {s.prefix: s for s in cfg.shifts}
     model_classes = torch.tensor(cfg.decoder.classes) if cfg.decoder.classes is not None else None
@@ -306,7 +308,8 @@ def _write_shards(cfg, root, decoder: Decoder, families, tasks, class_names, num
             f.result()
     bar.close()
     if tasks:
-        log.info("rank %d: %d images in %.1fs", state.process_index, total, time.time() - t0)
+        who = f"rank {state.process_index}: " if state.num_processes > 1 else ""
+        log.info("%s%d images in %.1fs", who, total, time.time() - t0)
 
 
 def _decode_batch(decoder: Decoder, z: torch.Tensor, labels: torch.Tensor, where: str) -> torch.Tensor:

@@ -96,8 +96,14 @@ class VLM:
         raise NotImplementedError
 
     @torch.no_grad()
-    def image_embeddings(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        out = [self.encode_image(self.transform(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+    def image_embeddings(self, images: torch.Tensor, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        from tqdm.auto import tqdm
+
+        out = []
+        with tqdm(total=len(images), unit="img", desc="embed images", disable=not progress, leave=False) as bar:
+            for i in range(0, len(images), batch_size):
+                out.append(self.encode_image(self.transform(images[i:i + batch_size])))
+                bar.update(min(batch_size, len(images) - i))
         return torch.cat(out).float().cpu() if out else torch.empty(0)
 
     @torch.no_grad()
@@ -211,16 +217,16 @@ def load_templates(name_or_path: str) -> dict:
 
 
 def cached_embeddings(vlm: VLM, images: torch.Tensor, cache_dir: Path | None, key: dict,
-                      batch_size: int = 256) -> torch.Tensor:
+                      batch_size: int = 256, progress: bool = False) -> torch.Tensor:
     """Image embeddings, cached on disk under a hash of the model (its identity and local weight
     files' sizes and times) and ``key`` (e.g. the
     dataset hash, config and split)."""
     if cache_dir is None:
-        return vlm.image_embeddings(images, batch_size)
+        return vlm.image_embeddings(images, batch_size, progress)
     digest = hashlib.sha256(json.dumps({"model": vlm.cache_identity, **key}, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"{digest}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
-    emb = vlm.image_embeddings(images, batch_size)
+    emb = vlm.image_embeddings(images, batch_size, progress)
     atomic_save_torch(path, emb)
     return emb
