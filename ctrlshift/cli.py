@@ -17,7 +17,8 @@ from .errors import CtrlshiftError
 
 log = logging.getLogger("ctrlshift")
 
-OVERRIDES_HELP = "dotted overrides applied after the YAML, e.g. sampler.steps=18 splits.test.size=100"
+def overrides_help(example: str) -> str:
+    return f"dotted overrides applied after the YAML, e.g. {example}"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -30,24 +31,49 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("ctrlshift").setLevel(level)
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose epilog (the config keys, which need the config classes and so
+    torch) is built only when help is printed: ``ctrlshift --help`` stays fast."""
+
+    def __init__(self, *args, keys: tuple[str, ...] = (), **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.keys = keys
+
+    def format_help(self) -> str:
+        if self.keys and not getattr(self, "_keys_added", False):
+            self.epilog = "\n\n".join(filter(None, [_keys_epilog(k) for k in self.keys] + [self.epilog]))
+            self._keys_added = True
+        return super().format_help()
+
+
+LIST_KEYS = {"generate": "  shifts.N.family / values / train_value / params / classes / name   (a list of shifts)",
+             "evaluate": "  models.N.name / label / kwargs / pretrained / state_dict / train   (a list of models)",
+             "probe-first-layer": "  models.N.name / label / kwargs   (a list of models)",
+             "probe-outliers": "  models.N.name / label / kwargs   (a list of models)"}
+
+
 def _keys_epilog(job: str) -> str:
     from . import config_class
     from .config import field_help
 
-    rows = field_help(config_class(job))
-    width = max(len(k) for k, _, _ in rows)
-    lines = ["config keys (YAML or key=value):"]
-    for key, tp, help_ in rows:
-        lines.append(f"  {key:<{width}}  {help_ or tp}")
-    if job == "generate":
-        lines.append("  shifts.N.family / values / train_value / params / classes / name   (a list of shifts)")
+    if job == "toy":
+        from .gap.toy import ToyConfig as cls
     else:
-        lines.append("  models.N.name / label / kwargs / pretrained / train   (a list of models)")
+        cls = config_class(job)
+    rows = field_help(cls)
+    width = max(len(k) for k, *_ in rows)
+    title = {"toy": "keys of `gap toy`"}.get(job, f"{job} config keys")
+    lines = [f"{title} (YAML or key=value; default in brackets):"]
+    for key, tp, help_, default in rows:
+        lines.append(f"  {key:<{width}}  {help_ or tp} [{default}]")
+    if job in LIST_KEYS:
+        lines.append(LIST_KEYS[job])
     return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="ctrlshift",
         description="Benchmark datasets with distribution shifts of controlled intensity, "
                     "from any decoder-based generative model.",
@@ -68,16 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (it registers families, decoders, samplers, models, ...); repeatable")
-    sub = p.add_subparsers(dest="job", required=True, metavar="JOB")
+    sub = p.add_subparsers(dest="job", required=True, metavar="JOB", parser_class=Parser)
 
     g = sub.add_parser("generate", help="decode shifted latents into a sharded dataset",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Generate a Control+Shift dataset. CONFIG is a YAML file or a preset "
                                    "name (ctrlshift list presets). Reruns resume: complete, verified shards "
                                    "are kept.",
-                       epilog=_keys_epilog("generate"))
+                       keys=("generate",))
     g.add_argument("config", metavar="CONFIG")
-    g.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    g.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help("sampler.steps=18 splits.test.size=100"))
     g.add_argument("--out", help="output folder (default: datasets/<name>)")
     g.add_argument("--dry-run", action="store_true", help="print the plan (configs, shards, images, decoder calls) and stop")
     g.add_argument("--overwrite", action="store_true", help="replace shards made with other settings")
@@ -86,9 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     lat = sub.add_parser("latents", help="write the latents and labels of any samples (.npy/.npz)",
                          description="Draw the latents of samples A..B-1 of a split exactly as `generate` "
                                      "does, without loading a checkpoint (the config must set "
-                                     "decoder.latent_shape and decoder.num_classes).")
+                                     "decoder.latent_shape and decoder.num_classes).",
+                         keys=("generate",))
     lat.add_argument("config", metavar="CONFIG")
-    lat.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    lat.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help("splits.test.seed=7"))
     lat.add_argument("--family", required=True, help="shift entry (its name, or its family)")
     lat.add_argument("--value", required=True, type=float, help="control value")
     lat.add_argument("--split", required=True, choices=["train", "val", "test"])
@@ -101,7 +128,10 @@ def _parser() -> argparse.ArgumentParser:
                                     "the manifest does not list, the card, the dataset hash.")
     ck.add_argument("dataset", metavar="DIR")
 
-    ex = sub.add_parser("export", help="export a dataset to another layout")
+    ex = sub.add_parser("export", help="export a dataset to another layout",
+                        description="Write every image of a ctrlshift dataset (verified shards) in another layout: "
+                                    "imagefolder gives OUT/<config>/<split>/<class>/<index>.png for torchvision's "
+                                    "ImageFolder, class folders numbered so their order is the label order.")
     ex.add_argument("dataset", metavar="DIR")
     ex.add_argument("--format", choices=["imagefolder"], default="imagefolder",
                     help="imagefolder: OUT/<config>/<split>/<class>/<index>.png")
@@ -121,16 +151,19 @@ def _parser() -> argparse.ArgumentParser:
                         description="Sweep models x augmentations x training sizes x seeds over a ctrlshift "
                                     "dataset. One result file per (run, family); existing files are skipped, "
                                     "interrupted trainings resume from their checkpoint.",
-                        epilog=_keys_epilog("evaluate"))
+                        keys=("evaluate",))
     ev.add_argument("config", metavar="CONFIG")
-    ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help("train.epochs=5 seeds=[0,1,2]"))
     ev.add_argument("--data", required=True, help="a dataset folder written by `ctrlshift generate`")
     ev.add_argument("--out", default="results", help="results folder (default: ./results)")
     ev.add_argument("--overwrite", action="store_true",
                     help="redo runs whose result or checkpoint was made with other settings")
     ev.add_argument("--no-progress", action="store_true")
 
-    b = sub.add_parser("build", help="merge result files into CSV, a Markdown leaderboard and plots")
+    b = sub.add_parser("build", help="merge result files into CSV, a Markdown leaderboard and plots",
+                       description="Read every ctrlshift-result/1 file under RESULTS_DIR (classifiers and zero-shot "
+                                   "VLMs alike) and write results.csv, leaderboard.md (mean ± std over seeds per "
+                                   "family) and plots/ (accuracy against intensity).")
     b.add_argument("results", metavar="RESULTS_DIR")
     b.add_argument("--out", help="where to write (default: RESULTS_DIR)")
     b.add_argument("--no-plots", action="store_true")
@@ -139,10 +172,11 @@ def _parser() -> argparse.ArgumentParser:
                         description="first-layer: train models (true and random labels) through the harness and "
                                     "compare their first-layer energy profiles in the patch-PCA basis with the "
                                     "linear-CNN formula. outliers: activation kurtosis per feature dimension, "
-                                    "privileged directions of the linear head, and a pruning curve.")
+                                    "privileged directions of the linear head, and a pruning curve.",
+                        keys=("probe-first-layer", "probe-outliers"))
     pr.add_argument("probe", choices=["first-layer", "outliers"])
     pr.add_argument("config", metavar="CONFIG", help="YAML or preset (probe-first-layer, probe-outliers)")
-    pr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    pr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help("train.epochs=2 seeds=[0]"))
     pr.add_argument("--out", default="probes", help="output folder (default: ./probes)")
     pr.add_argument("--no-progress", action="store_true")
 
@@ -154,9 +188,11 @@ def _parser() -> argparse.ArgumentParser:
                                     "`ctrlshift gap toy [key=value ...]` runs the InfoNCE toy simulation instead.",
                         epilog="examples:\n  ctrlshift gap gap-tiny-clip --out gap\n"
                                "  ctrlshift gap gap-tiny-clip data.source=datasets/tiny --out gap-tiny\n"
-                               "  ctrlshift gap toy n=4 dim=8 temperature=0.05 --out toy")
+                               "  ctrlshift gap toy n=4 dim=8 temperature=0.05 lr=0.05 --out toy",
+                        keys=("gap", "toy"))
     gp.add_argument("config", metavar="CONFIG", help="YAML, preset (gap-tiny-clip), or `toy`")
-    gp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    gp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help=overrides_help("correction.alphas=[0,1] data.source=datasets/tiny (toy: n=4 dim=8)"))
     gp.add_argument("--out", default="gap", help="output folder (default: ./gap)")
     gp.add_argument("--no-progress", action="store_true")
 

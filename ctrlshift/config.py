@@ -309,15 +309,38 @@ def load_config(cls: type, source: str | Path | dict | None,
     return build(cls, data)
 
 
-def field_help(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(key, type description, help) for every leaf key, for ``--help`` listings and docs."""
+def _show(value: Any) -> str:
+    """A default as YAML, on one line (config dataclasses inside lists as mappings)."""
+    plain = _plain(value)
+    return yaml.safe_dump(plain, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items() if v not in (None, {}, [])}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def field_help(cls: type, prefix: str = "", instance: Any = None) -> list[tuple[str, str, str, str]]:
+    """(key, type description, help, default) for every leaf key, for ``--help`` listings and docs.
+    Defaults are read from a default-constructed config, so nested sections show the defaults
+    their parent gives them."""
+    if instance is None:
+        try:
+            instance = cls()
+        except TypeError:  # a section with required keys (a list item such as a model)
+            instance = None
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
+        value = getattr(instance, f.name, dataclasses.MISSING) if instance is not None else dataclasses.MISSING
         if dataclasses.is_dataclass(tp):
-            rows.extend(field_help(tp, key + "."))
+            rows.extend(field_help(tp, key + ".", value if value is not dataclasses.MISSING else None))
         else:
-            rows.append((key, _describe(tp), f.metadata.get("help", "")))
+            default = "required" if value is dataclasses.MISSING else _show(value)
+            rows.append((key, _describe(tp), f.metadata.get("help", ""), default))
     return rows

@@ -110,3 +110,29 @@ def test_exponent_numbers_are_numbers(write_config, tiny_unet_dir):
     assert cfg.shifts[0].values == [1e30, 2.5e-3]
     with pytest.raises(ConfigError, match="expected a number, got 'e5'"):
         load_config(GenerateConfig, write_config(tiny_config(tiny_unet_dir)), ["shifts.0.values=[e5]"])
+
+
+@pytest.mark.parametrize("job, keys", [("generate", ["sampler.steps", "splits.train.size"]),
+                                       ("evaluate", ["train.epochs", "seeds"]),
+                                       ("latents", ["decoder.latent_shape"]),
+                                       ("probe", ["max_patches", "top"]),
+                                       ("gap", ["correction.alphas", "temperature"])])
+def test_each_commands_help_lists_its_keys_with_defaults(job, keys, capsys):
+    with pytest.raises(SystemExit):
+        main([job, "--help"])
+    text = capsys.readouterr().out
+    for key in keys:
+        line = next(l for l in text.splitlines() if l.strip().startswith(key + " "))
+        assert line.rstrip().endswith("]"), line  # [default]
+    assert "splits.test.size=100" not in text or job in ("generate",)
+
+
+def test_help_without_a_command_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ctrlshift.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "generate" in proc.stdout
