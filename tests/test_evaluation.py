@@ -346,3 +346,27 @@ def test_wilson_interval_by_hand():
     assert lo[0] == pytest.approx(0.4038, abs=1e-4) and hi[0] == pytest.approx(0.5962, abs=1e-4)
     assert hi[1] == pytest.approx(1.0) and lo[1] == pytest.approx(0.8389, abs=1e-4)  # 20 of 20 right
     assert lo[2] == pytest.approx(0.0) and hi[2] == pytest.approx(0.1611, abs=1e-4)
+
+
+def test_identical_trainings_run_once_and_match_a_fresh_one(tiny_unet_dir, tmp_path):
+    """extend 50 and overlap 0 are one distribution with the same seeds (the paper's targets)."""
+    import yaml
+
+    from .helpers import tiny_config
+
+    cfg = tiny_config(tiny_unet_dir)
+    cfg["shifts"] = [{"family": "extend", "values": [50, 80]}, {"family": "overlap", "values": [0, 30]}]
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["generate", str(tmp_path / "g.yaml"), "--out", str(tmp_path / "ds"), "--no-progress"]) == 0
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump({
+        "models": [{"name": "mlp_mixer", "kwargs": {"dim": 16, "depth": 1}}], "augments": ["crop"],
+        "train": {"epochs": 2, "batch_size": 4, "channels_last": False}, "device": "cpu"}))
+    args = ["evaluate", str(tmp_path / "e.yaml"), "--data", str(tmp_path / "ds"), "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "both")]) == 0
+    assert main(args + ["--out", str(tmp_path / "alone"), "families=[overlap]"]) == 0
+    run = "ds/overlap/mlp_mixer__crop__nall__s0.json"
+    both, alone = (json.loads((tmp_path / d / run).read_text()) for d in ("both", "alone"))
+    assert both["training"]["reused_from"] == "extend/mlp_mixer__crop__nall__s0"
+    assert "reused_from" not in alone["training"]
+    assert both["metrics"] == alone["metrics"]
+    assert [h["loss"] for h in both["training"]["history"]] == [h["loss"] for h in alone["training"]["history"]]
