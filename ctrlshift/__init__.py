@@ -101,7 +101,8 @@ CONFIGS = {"generate": "ctrlshift.generator.spec:GenerateConfig",
            "evaluate": "ctrlshift.evaluation.job:EvaluateConfig",
            "gap": "ctrlshift.gap.job:GapConfig",
            "probe-first-layer": "ctrlshift.evaluation.probes.job:FirstLayerConfig",
-           "probe-outliers": "ctrlshift.evaluation.probes.job:OutliersConfig"}
+           "probe-outliers": "ctrlshift.evaluation.probes.job:OutliersConfig",
+           "consistency": "ctrlshift.evaluation.consistency:ConsistencyConfig"}
 
 
 def config_class(kind: str) -> type:

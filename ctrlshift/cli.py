@@ -160,6 +160,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="redo runs whose result or checkpoint was made with other settings")
     ev.add_argument("--no-progress", action="store_true")
 
+    cs = sub.add_parser("consistency", help="label validity: the share of each config's images a reference "
+                                             "classifier still labels as their class",
+                        description="Train a reference classifier on each family's base value (or load yours: "
+                                    "reference.name=pkg.mod:Net reference.state_dict=W reference.train=false), label "
+                                    "every test image at every value, and record the share that still shows its "
+                                    "class: DIR/consistency.json, label_consistency in the manifest and the card. "
+                                    "evaluate then reports it beside accuracy; consistent_only=true tests on the "
+                                    "consistent images alone.", keys=("consistency",))
+    cs.add_argument("dataset", metavar="DIR")
+    cs.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help("train.epochs=5"))
+    cs.add_argument("--config", default=None, help="a YAML file of consistency keys (default: the defaults below)")
+    cs.add_argument("--no-progress", action="store_true")
+
     b = sub.add_parser("build", help="merge result files into CSV, a Markdown leaderboard and plots",
                        description="Read every ctrlshift-result/1 file under RESULTS_DIR (classifiers and zero-shot "
                                    "VLMs alike) and write results.csv, leaderboard.md (mean ± std over seeds per "
@@ -298,6 +311,17 @@ def _cmd_latents(args) -> int:
     return 0
 
 
+def _cmd_consistency(args) -> int:
+    from . import load_config
+    from .evaluation.consistency import run
+
+    cfg = load_config("consistency", args.config, args.overrides)
+    result = run(args.dataset, cfg, progress=not args.no_progress)
+    for name, r in result.items():
+        print(f"{name:<28} label consistency {100 * r['share']:5.1f}% of {r['n']} test images")
+    return 0
+
+
 def _cmd_check(args) -> int:
     from .dataset.check import report
 
@@ -364,6 +388,7 @@ def _cmd_list(args) -> int:
 
 
 COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "check": _cmd_check, "export": _cmd_export,
+            "consistency": _cmd_consistency,
             "evaluate": _cmd_evaluate,
             "build": _cmd_build, "quickstart": _cmd_quickstart, "probe": _cmd_probe, "gap": _cmd_gap,
             "list": _cmd_list}

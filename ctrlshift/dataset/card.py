@@ -43,13 +43,20 @@ def write_card(root: Path, manifest: dict) -> None:
         f"- Sampler: {json.dumps({k: v for k, v in gen.get('sampler', {}).items() if k != 'sigmas'})}",
         f"- Classes ({len(manifest['class_names'])}): {', '.join(manifest['class_names'])}",
         f"- Labels: {manifest['config']['labels']}; made by ctrlshift {manifest['ctrlshift_version']}",
-        "", "| config | family | value | axis | intensity | outside training typical set | splits |",
-        "|---|---|---|---|---|---|---|",
     ]
+    consistency = any(i.label_consistency is not None for i in configs.values())
+    extra = " label consistency |" if consistency else ""
+    lines += ["", f"| config | family | value | axis | intensity | outside training typical set |{extra} splits |",
+              "|---|---|---|---|---|---|---|" + ("---|" if consistency else "")]
     for name, info in configs.items():
         splits = ", ".join(f"{s} {v['num_examples']}" for s, v in info.splits.items())
+        cell = "" if not consistency else (
+            f" {info.label_consistency:.3f} |" if info.label_consistency is not None else " - |")
         lines.append(f"| {name} | {info.family} | {format_value(info.value)} | {info.axis} | "
-                     f"{info.intensity:.4g} | {info.outside_fraction:.3f} | {splits} |")
+                     f"{info.intensity:.4g} | {info.outside_fraction:.3f} |{cell} {splits} |")
+    if consistency:
+        lines += ["", "Label consistency: the share of a config's test images that a reference classifier, "
+                      "trained on the family's base value, still labels as their class (`ctrlshift consistency`)."]
     first = next(iter(configs))
     lines += ["", "## Load", "", "```python", "from datasets import load_dataset",
               f"ds = load_dataset(\"{root.name}\", \"{first}\", split=\"test\")  # a local folder or hub id",

@@ -28,6 +28,7 @@ class ConfigInfo(JsonRecord):
     family_params: dict
     splits: dict[str, dict]  # split -> {"num_examples", "seed"}
     centre_angle: float | None = None  # overlap: exact angle between train and test centres
+    label_consistency: float | None = None  # share of test images a reference classifier labels as their class
 
     @property
     def is_base(self) -> bool:
@@ -40,8 +41,9 @@ class ConfigInfo(JsonRecord):
 
     def to_json(self) -> dict:
         out = super().to_json()
-        if out["centre_angle"] is None:
-            out.pop("centre_angle")
+        for key in ("centre_angle", "label_consistency"):
+            if out[key] is None:
+                out.pop(key)
         return out
 
 

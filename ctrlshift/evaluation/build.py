@@ -97,6 +97,13 @@ def leaderboard(by_family: dict[tuple[str, str], list[Entry]]) -> str:
         for k, e in enumerate(entries, 1):
             cells = " | ".join(_fmt(*e.summary(key), e.seeds) for key in SUMMARY_KEYS)
             lines.append(f"| {k} | {e.label} | {e.seeds} | {cells} | {e.flip()} |")
+        metrics = entries[0].runs[0].metrics
+        if any("label_consistency" in m for m in metrics.values()):
+            shares = ", ".join(f"{c} {100 * m['label_consistency']:.1f}%" for c, m in
+                               sorted(metrics.items(), key=lambda kv: kv[1].get("distance", 0.0))
+                               if m.get("label_consistency") is not None)
+            lines.append(f"\nLabel consistency (test images a reference classifier still labels as their class): "
+                         f"{shares}.")
         lines.append("")
     return "\n".join(lines)
 

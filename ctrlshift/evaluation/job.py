@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -58,6 +59,8 @@ class EvaluateConfig:
     families: list[str] | None = field(default=None, metadata=meta("subset of the dataset's families (default: all)"))
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = field(default="auto", metadata=meta("auto | cpu | cuda"))
+    consistent_only: bool = field(default=False, metadata=meta(
+        "test only on images a reference classifier labels as their class (needs `ctrlshift consistency`)"))
     plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
 
     def validate(self, path: str = "") -> None:
@@ -79,13 +82,15 @@ class RunSpec:
     augment: str
     size: int  # training-set size (0: all)
     seed: int
+    consistent_only: bool = False
 
     @property
     def run_id(self) -> str:
         label = slug(self.model.display)
+        tail = "__consistent" if self.consistent_only else ""
         if not self.model.train:
-            return f"{label}__pretrained__s{self.seed}"
-        return f"{label}__{self.augment}__n{self.size or 'all'}__s{self.seed}"
+            return f"{label}__pretrained__s{self.seed}{tail}"
+        return f"{label}__{self.augment}__n{self.size or 'all'}__s{self.seed}{tail}"
 
 
 def plan_runs(cfg: EvaluateConfig, families: dict[str, FamilyInfo]) -> list[RunSpec]:
@@ -94,7 +99,8 @@ def plan_runs(cfg: EvaluateConfig, families: dict[str, FamilyInfo]) -> list[RunS
         for spec in cfg.models:
             for augment in (cfg.augments if spec.train else ["none"]):
                 for size in (cfg.train_sizes if spec.train else [0]):
-                    runs.extend(RunSpec(families[fam], spec, augment, size, seed) for seed in cfg.seeds)
+                    runs.extend(RunSpec(families[fam], spec, augment, size, seed, cfg.consistent_only)
+                                for seed in cfg.seeds)
     return runs
 
 
@@ -112,7 +118,7 @@ def fingerprint(cfg: EvaluateConfig, ds: Dataset, run: RunSpec) -> str:
     """Everything that determines a run's result: the model, its recipe, the data."""
     return stable_hash({"model": dataclasses.asdict(run.model), "augment": run.augment, "size": run.size,
                         "seed": run.seed, "train": to_dict(cfg.train), "dataset": ds.dataset_hash,
-                        "family": dataclasses.asdict(run.family)})
+                        "family": dataclasses.asdict(run.family), "consistent_only": run.consistent_only})
 
 
 def _existing(path: Path, fp: str, overwrite: bool) -> bool:
@@ -144,7 +150,10 @@ def evaluate(cfg: EvaluateConfig, data: str | Path, out: str | Path, progress: b
     runs = plan_runs(cfg, families)
     ds.verify_all({c for run in runs for c in (run.family.base, *run.family.tests)})  # before any training
     load, trained = SplitCache(ds), TrainedModels()
-    load = SplitCache(ds)
+    if cfg.consistent_only:
+        from .consistency import ConsistentOnly, consistent_indices
+
+        load = ConsistentOnly(load, consistent_indices(ds))
     todo = []
     for run in runs:  # refuse before any training, not halfway through the sweep
         path = Path(out) / ds.name / run.family.prefix / f"{run.run_id}.json"
@@ -197,7 +206,7 @@ class TrainedModels:
         self._done[key] = (state, {**record, "reused_from": origin})
 
 
-def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: SplitCache, device: torch.device,
+def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: Callable[[str, str], Split], device: torch.device,
             checkpoint: Checkpoint, progress: bool = True, trained: TrainedModels | None = None) -> ResultRecord:
     """Train (unless the model is evaluated as is, or ``trained`` holds the same training) and
     sweep one run; returns its result record."""

@@ -27,6 +27,8 @@ def sweep_metrics(ds: Dataset, family: FamilyInfo, logits_of: Callable[[str, Spl
         logits = logits_of(config, split)
         m = classification_metrics(logits, split.labels)
         m.update(value=ds.configs[config].value, intensity=ds.configs[config].intensity, distance=float(d))
+        if ds.configs[config].label_consistency is not None:
+            m["label_consistency"] = ds.configs[config].label_consistency
         metrics[config] = m
         correct.append((logits.argmax(1) == split.labels).numpy())
     summary = sweep_summary(intensities, [metrics[c]["top1"] for c in configs])

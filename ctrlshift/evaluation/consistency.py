@@ -1,0 +1,131 @@
+"""Label validity across intensity: does a shifted image still show its class?
+
+At strong shifts some generated images stop showing their class (at R = 1.2 a few tiny-model
+digits are illegible), so part of an accuracy drop may be label noise rather than a model's
+failure. ``ctrlshift consistency DIR`` trains a reference classifier on each family's base value
+(or loads yours), labels every test image of every value, and records per config the share it
+labels as the image's class: ``DIR/consistency.json`` (with the per-image verdicts) and
+``label_consistency`` in the manifest and the card. ``evaluate`` copies the share into every
+result, and ``consistent_only: true`` evaluates on the consistent images alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import meta, to_dict
+from ..dataset import Dataset, Split, SplitCache, card
+from ..dataset import format as fmt
+from ..device import resolve_device
+from ..errors import CtrlshiftError
+from ..files import atomic_write_json
+from ..models import create_model
+from ..provenance import stamp
+from .job import ModelSpec
+from .train import AUGMENTS, Preprocess, Recipe, TrainConfig, predict, train_classifier
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "ctrlshift-consistency/1"
+FILE = "consistency.json"
+
+
+@dataclass
+class ConsistencyConfig:
+    reference: ModelSpec = field(default_factory=lambda: ModelSpec("resnet20", "reference", {"width": 2.0}), metadata=meta(
+        "the reference classifier (trained on each base value unless train: false, e.g. your own weights)"))
+    augment: str = field(default="crop", metadata=meta("augmentation of the reference's training: " + ", ".join(AUGMENTS)))
+    seed: int = 0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, optimizer="adamw",
+                                                                   lr=3e-3, weight_decay=0.05))
+    device: str = "auto"
+    plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
+
+
+def measure(ds: Dataset, cfg: ConsistencyConfig, progress: bool = True) -> dict[str, dict]:
+    """config -> {"share", "n", "consistent": [bool per test image, in index order]}."""
+    device = resolve_device(cfg.device)
+    load = SplitCache(ds)
+    out = {}
+    for fam in ds.families().values():
+        if fam.base is None:
+            log.warning("%s: no train split at its base value; no reference classifier for it", fam.prefix)
+            continue
+        train = load(fam.base, "train")
+        val = load(fam.base, "val") if "val" in ds.configs[fam.base].splits else None
+        pre = Preprocess.fit(train.images)
+        torch.manual_seed(cfg.seed)
+        spec = cfg.reference
+        kwargs = dict(spec.kwargs)
+        k = ds.num_classes if spec.train else int(kwargs.pop("num_classes", ds.num_classes))
+        model = create_model(spec.name, k, img_size=pre.img_size, pretrained=spec.pretrained,
+                             state_dict=spec.state_dict, **kwargs)
+        if spec.train:
+            log.info("consistency: training the reference %s on %s", spec.display, fam.base)
+            train_classifier(model, train, val, pre, Recipe(cfg.train, cfg.augment, cfg.seed), progress=progress,
+                             device=device)
+        model = model.to(device)
+        for config in fam.tests:
+            split: Split = load(config, "test")
+            ok = (predict(model, split, pre, device, cfg.train.eval_batch_size).argmax(1) == split.labels).tolist()
+            out[config] = {"share": sum(ok) / max(len(ok), 1), "n": len(ok), "consistent": ok,
+                           "reference_trained_on": fam.base}
+    return out
+
+
+def run(root: str | Path, cfg: ConsistencyConfig, progress: bool = True) -> dict:
+    """Measure and record: ``consistency.json``, the manifest's ``label_consistency``, the card."""
+    ds = Dataset.open(root)
+    ds.verify_all()
+    lock = fmt.folder_lock(ds.root)
+    lock.acquire()
+    try:
+        result = measure(ds, cfg, progress)
+        atomic_write_json(ds.root / FILE, {"schema": SCHEMA, "config": to_dict(cfg), "dataset_hash": ds.dataset_hash,
+                                           "configs": result, **stamp()})
+        manifest = dict(ds.manifest)
+        for name, r in result.items():
+            manifest["configs"][name]["label_consistency"] = r["share"]
+        atomic_write_json(ds.root / "manifest.json", manifest)
+        card.write_card(ds.root, manifest)
+    finally:
+        lock.release()
+    return result
+
+
+def consistent_indices(ds: Dataset) -> dict[str, set[int]]:
+    """config -> the indices of its test images the reference classifier labels as their class."""
+    path = ds.root / FILE
+    if not path.is_file():
+        raise CtrlshiftError(f"{ds.root}: no {FILE}; run `ctrlshift consistency {ds.root}` first "
+                             "(or set consistent_only: false)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CtrlshiftError(f"{path}: not valid JSON ({exc}); run `ctrlshift consistency {ds.root}` again") from None
+    if data.get("dataset_hash") != ds.dataset_hash:
+        raise CtrlshiftError(f"{path}: made for another version of this dataset; run `ctrlshift consistency "
+                             f"{ds.root}` again")
+    # the verdicts are in index order, and a test split's indices are 0..n-1
+    return {name: {i for i, ok in enumerate(r["consistent"]) if ok} for name, r in data["configs"].items()}
+
+
+class ConsistentOnly:
+    """A split loader whose test splits hold only the images the reference labels as their class."""
+
+    def __init__(self, load, keep: dict[str, set[int]]):
+        self.load, self.keep = load, keep
+
+    def __call__(self, config: str, split: str) -> Split:
+        s = self.load(config, split)
+        if split != "test":
+            return s
+        if config not in self.keep:
+            raise CtrlshiftError(f"{config}: not in consistency.json; run `ctrlshift consistency` on the dataset again")
+        mask = torch.tensor([int(i) in self.keep[config] for i in s.index], dtype=torch.bool)
+        return Split(s.images[mask], s.labels[mask], s.index[mask], s.config, s.split)

@@ -1,0 +1,54 @@
+"""Label validity across intensity: the reference classifier's verdicts, recorded and used."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import yaml
+
+from ctrlshift.cli import main
+from ctrlshift.dataset import Dataset
+from ctrlshift.dataset.check import check_dataset
+
+QUICK = ["reference.name=mlp_mixer", "reference.kwargs={dim: 16, depth: 1}", "train.epochs=2", "train.batch_size=4",
+         "device=cpu"]
+
+
+def test_consistency_is_recorded_and_evaluate_can_use_it(tiny_dataset, tmp_path, capsys):
+    ds_path = tmp_path / "ds"
+    shutil.copytree(tiny_dataset[1], ds_path)
+    assert main(["consistency", str(ds_path), *QUICK, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "overlap-30" in out and "label consistency" in out
+    data = json.loads((ds_path / "consistency.json").read_text())
+    ds = Dataset.open(ds_path)
+    for name, r in data["configs"].items():
+        assert len(r["consistent"]) == r["n"] == 7
+        assert ds.configs[name].label_consistency == r["share"] == sum(r["consistent"]) / 7
+    assert "| label consistency |" in (ds_path / "README.md").read_text()
+    assert check_dataset(ds_path)[0] == []  # the dataset itself is untouched
+
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump({"models": [{"name": "mlp_mixer", "kwargs": {"dim": 16, "depth": 1}}],
+                                   "augments": ["none"], "families": ["overlap"],
+                                   "train": {"epochs": 1, "batch_size": 4}, "device": "cpu"}))
+    base = ["evaluate", str(cfg), "--data", str(ds_path), "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(base) == 0
+    assert main(base + ["consistent_only=true"]) == 0
+    full = json.loads((tmp_path / "r/ds/overlap/mlp_mixer__none__nall__s0.json").read_text())
+    sub = json.loads((tmp_path / "r/ds/overlap/mlp_mixer__none__nall__s0__consistent.json").read_text())
+    for name in ("overlap-0", "overlap-30"):
+        share = data["configs"][name]["share"]
+        assert full["metrics"][name]["label_consistency"] == share
+        assert full["metrics"][name]["n"] == 7 and sub["metrics"][name]["n"] == sum(data["configs"][name]["consistent"])
+    assert main(["build", str(tmp_path / "r")]) == 0
+    assert "Label consistency (test images a reference classifier still labels as their class): overlap-0" in \
+        (tmp_path / "r" / "leaderboard.md").read_text()
+
+
+def test_consistent_only_needs_the_measurement(tiny_dataset, tmp_path, capsys):
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump({"models": [{"name": "mlp_mixer"}], "consistent_only": True, "device": "cpu"}))
+    assert main(["evaluate", str(cfg), "--data", str(tiny_dataset[1]), "--out", str(tmp_path / "r")]) == 2
+    assert "no consistency.json; run `ctrlshift consistency" in capsys.readouterr().err
