@@ -258,15 +258,21 @@ class Dataset:
         for table in self.read_table(config, split, columns):
             yield from _rows(table)
 
-    def load(self, config: str, split: str, workers: int = 2) -> Split:
+    def load(self, config: str, split: str, workers: int = 2, progress: bool = False) -> Split:
         """Decode one config's split (verified shards) into a :class:`Split` in index order."""
+        from tqdm.auto import tqdm
+
         tables = self.read_table(config, split, ["image", "label", "index"])
         blobs = [row["bytes"] for t in tables for row in t.column("image").to_pylist()]
         labels = torch.tensor([v for t in tables for v in t.column("label").to_pylist()], dtype=torch.int64)
         index = torch.tensor([v for t in tables for v in t.column("index").to_pylist()], dtype=torch.int64)
         chunks = [blobs[i:i + 512] for i in range(0, len(blobs), 512)]
-        with ThreadPoolExecutor(workers) as pool:
-            arrays = list(pool.map(_decode, chunks))
+        with ThreadPoolExecutor(workers) as pool, tqdm(total=len(blobs), unit="img", desc=f"decode {config}/{split}",
+                                                       disable=not progress, leave=False) as bar:
+            arrays = []
+            for a in pool.map(_decode, chunks):
+                arrays.append(a)
+                bar.update(len(a))
         images = torch.from_numpy(np.concatenate(arrays)) if arrays else torch.empty(0, 0, 0, 3, dtype=torch.uint8)
         order = torch.argsort(index)
         return Split(images[order], labels[order], index[order], config, split)
@@ -286,11 +292,12 @@ class Dataset:
 class SplitCache:
     """``cache(config, split)``: each split of a dataset decoded once, then served from memory."""
 
-    def __init__(self, ds: Dataset):
+    def __init__(self, ds: Dataset, progress: bool = False):
         self.ds = ds
+        self.progress = progress
         self._splits: dict[tuple[str, str], Split] = {}
 
     def __call__(self, config: str, split: str) -> Split:
         if (config, split) not in self._splits:
-            self._splits[(config, split)] = self.ds.load(config, split)
+            self._splits[(config, split)] = self.ds.load(config, split, progress=self.progress)
         return self._splits[(config, split)]

@@ -149,7 +149,7 @@ def evaluate(cfg: EvaluateConfig, data: str | Path, out: str | Path, progress: b
     device = resolve_device(cfg.device)
     runs = plan_runs(cfg, families)
     ds.verify_all({c for run in runs for c in (run.family.base, *run.family.tests)})  # before any training
-    load, trained = SplitCache(ds), TrainedModels()
+    load, trained = SplitCache(ds, progress), TrainedModels()
     if cfg.consistent_only:
         from .consistency import ConsistentOnly, consistent_indices
 
