@@ -128,6 +128,17 @@ def _parser() -> argparse.ArgumentParser:
                                     "the manifest does not list, the card, the dataset hash.")
     ck.add_argument("dataset", metavar="DIR")
 
+    pb = sub.add_parser("publish", help="upload a checked dataset to the Hugging Face Hub (--dry-run: the plan)",
+                        description="Check the dataset folder, then upload it to a Hub dataset repository with "
+                                    "huggingface_hub: one commit per config, then the card, manifest and grids; a "
+                                    "rerun resumes. .ctrlshift/ stays local. Needs a token (hf auth login or "
+                                    "HF_TOKEN) and the network, except with --dry-run.")
+    pb.add_argument("dataset", metavar="DIR")
+    pb.add_argument("--repo", required=True, metavar="OWNER/NAME")
+    pb.add_argument("--private", action="store_true")
+    pb.add_argument("--revision", default=None, help="branch to push to (created when missing)")
+    pb.add_argument("--dry-run", action="store_true", help="print the files, sizes and card front matter; no network")
+
     ex = sub.add_parser("export", help="export a dataset to another layout",
                         description="Write every image of a ctrlshift dataset (verified shards) in another layout: "
                                     "imagefolder gives OUT/<config>/<split>/<class>/<index>.png for torchvision's "
@@ -322,6 +333,13 @@ def _cmd_consistency(args) -> int:
     return 0
 
 
+def _cmd_publish(args) -> int:
+    from .dataset.publish import publish
+
+    print(publish(args.dataset, args.repo, args.private, args.revision, args.dry_run))
+    return 0
+
+
 def _cmd_check(args) -> int:
     from .dataset.check import report
 
@@ -388,7 +406,7 @@ def _cmd_list(args) -> int:
 
 
 COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "check": _cmd_check, "export": _cmd_export,
-            "consistency": _cmd_consistency,
+            "consistency": _cmd_consistency, "publish": _cmd_publish,
             "evaluate": _cmd_evaluate,
             "build": _cmd_build, "quickstart": _cmd_quickstart, "probe": _cmd_probe, "gap": _cmd_gap,
             "list": _cmd_list}

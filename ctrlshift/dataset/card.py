@@ -17,14 +17,45 @@ from .reader import iter_rows
 from .records import ConfigInfo
 
 
+CITATION = """@inproceedings{friedman2024controlshift,
+  title     = {Control+Shift: Generating Controllable Distribution Shifts},
+  author    = {Friedman, Roy and Chowers, Rhea},
+  booktitle = {ECCV 2024 Workshops},
+  year      = {2024},
+  eprint    = {2409.07940},
+  archivePrefix = {arXiv}
+}"""
+
+
+def size_category(n: int) -> str:
+    """The Hub's size category of a dataset of ``n`` rows."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                        (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return name
+    return "10M<n<100M"
+
+
+def features(class_names: Sequence[str]) -> list[dict]:
+    """The ``dataset_info.features`` block of the card (the same features as the shards' schema)."""
+    return [{"name": "image", "dtype": "image"},
+            {"name": "label", "dtype": {"class_label": {"names": {str(k): n for k, n in enumerate(class_names)}}}},
+            *({"name": c, "dtype": t} for c, t in (("model_label", "int64"), ("index", "int64"), ("seed", "int64"),
+                                                   ("family", "string"), ("value", "float64"),
+                                                   ("intensity", "float64")))]
+
+
 def write_card(root: Path, manifest: dict) -> None:
     configs = {name: ConfigInfo.from_json(info) for name, info in manifest["configs"].items()}
     gen = manifest["generator"]
+    images = sum(r["rows"] for r in manifest["shards"])
     front = {
         "license": manifest["card"]["license"],
         "pretty_name": manifest["card"]["pretty_name"],
         "task_categories": ["image-classification"],
+        "size_categories": [size_category(images)],
         "tags": ["ctrlshift", "distribution-shift", "synthetic"],
+        "dataset_info": {"features": features(manifest["class_names"])},
         "configs": [
             {"config_name": name,
              "data_files": [{"split": split, "path": f"data/{name}/{split}-*.parquet"} for split in info.splits]}
@@ -58,12 +89,28 @@ def write_card(root: Path, manifest: dict) -> None:
         lines += ["", "Label consistency: the share of a config's test images that a reference classifier, "
                       "trained on the family's base value, still labels as their class (`ctrlshift consistency`)."]
     first = next(iter(configs))
+    info = configs[first]
+    grids = [p for p in dict.fromkeys(i.prefix for i in configs.values()) if (root / "grids" / f"{p}.png").is_file()]
+    if grids:
+        lines += ["", "## Sample grids", "",
+                  "Each row is one value of the family, each column one noise seed (the same in every row):", ""]
+        lines += [f"![{p}](grids/{p}.png)" for p in grids]
     lines += ["", "## Load", "", "```python", "from datasets import load_dataset",
               f"ds = load_dataset(\"{root.name}\", \"{first}\", split=\"test\")  # a local folder or hub id",
               "```", "",
-              "Each row records its `index` and `seed`: `ctrlshift latents` regenerates the latent of any "
-              "image, and the same seeds are decoded at every value of a family. `manifest.json` holds the "
-              "resolved config, the generator's identity and every shard's sha256.", ""]
+              "## Regenerate any image", "",
+              "Each row records its `index` and `seed`; the same seeds are decoded at every value of a family. "
+              "With the generator above and the resolved config in `manifest.json` (saved as YAML, e.g. "
+              "`config.yaml`), `ctrlshift latents` gives the exact latent of any image without loading the model, "
+              "and decoding it gives the same image:", "",
+              "```bash",
+              f"ctrlshift latents config.yaml --family {info.prefix} --value {format_value(info.value)} "
+              f"--split {next(iter(info.splits))} --indices 0:8 --out latents.npz",
+              "```", "",
+              "`manifest.json` holds the resolved config, the generator's identity, every shard's sha256 and the "
+              "dataset hash; `ctrlshift check DIR` verifies a copy.", "",
+              "## Citation", "", "```bibtex", CITATION, "```", "",
+              f"The images come from the generator `{gen['source']}`: cite it as its authors ask.", ""]
     atomic_write_text(root / "README.md", "\n".join(lines))
 
 

@@ -384,11 +384,11 @@ def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, famil
     # Run-specific settings do not belong in the dataset's identity.
     manifest["config"]["runtime"].pop("device", None)
     atomic_write_json(root / "manifest.json", manifest)
-    card.write_card(root, manifest)
     grids = card.write_grids(root, manifest, cfg.output.grid) if cfg.output.grid else []
     for old in (root / "grids").glob("*.png") if (root / "grids").is_dir() else []:
         if f"grids/{old.name}" not in grids:  # a grid of another config that once lived here
             old.unlink()
+    card.write_card(root, manifest)  # after the grids, which it shows
     log.info("wrote %s: %d configs, %d shards", root, len(configs), len(records))
     return manifest
 
