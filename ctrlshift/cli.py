@@ -184,6 +184,15 @@ def _parser() -> argparse.ArgumentParser:
     cs.add_argument("--config", default=None, help="a YAML file of consistency keys (default: the defaults below)")
     cs.add_argument("--no-progress", action="store_true")
 
+    vf = sub.add_parser("verify", help="re-evaluate a result's saved model on its dataset and record the verdict",
+                        description="Rebuild the model a result file describes, load the weights saved beside it, "
+                                    "check the dataset hash, measure every metric again and compare (accuracy within "
+                                    "one image, nll and ece within 1e-4). The verdict goes into the result's "
+                                    "`verified` field; build marks verified rows. Exit 1 when it does not verify.")
+    vf.add_argument("result", metavar="RESULT.json")
+    vf.add_argument("--data", required=True, help="the dataset folder the result was measured on")
+    vf.add_argument("--device", default="auto")
+
     b = sub.add_parser("build", help="merge result files into CSV, a Markdown leaderboard and plots",
                        description="Read every ctrlshift-result/1 file under RESULTS_DIR (classifiers and zero-shot "
                                    "VLMs alike) and write results.csv, leaderboard.md (mean ± std over seeds per "
@@ -340,6 +349,18 @@ def _cmd_publish(args) -> int:
     return 0
 
 
+def _cmd_verify(args) -> int:
+    from .evaluation.verify import verify
+
+    r = verify(args.result, args.data, args.device)
+    v = r.verified
+    if v["ok"]:
+        print(f"verified: {args.result}: every metric of {len(r.metrics)} configs reproduced on {args.data}")
+        return 0
+    print(f"not verified: {args.result}: {v['first_difference']}", file=sys.stderr)
+    return 1
+
+
 def _cmd_check(args) -> int:
     from .dataset.check import report
 
@@ -406,7 +427,7 @@ def _cmd_list(args) -> int:
 
 
 COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "check": _cmd_check, "export": _cmd_export,
-            "consistency": _cmd_consistency, "publish": _cmd_publish,
+            "consistency": _cmd_consistency, "publish": _cmd_publish, "verify": _cmd_verify,
             "evaluate": _cmd_evaluate,
             "build": _cmd_build, "quickstart": _cmd_quickstart, "probe": _cmd_probe, "gap": _cmd_gap,
             "list": _cmd_list}

@@ -68,6 +68,8 @@ class ResultRecord(JsonRecord):
     preprocessing: dict = field(default_factory=dict)
     training: dict | None = None
     fingerprint: str | None = None  # the run's settings: a rerun with other settings does not skip it
+    weights: str | None = None  # the trained weights beside the result file (safetensors), for `verify`
+    verified: dict | None = None  # written by `ctrlshift verify`: ok, tolerance, first difference
     schema: str = SCHEMA
     ctrlshift_version: str = ""
     git_commit: str | None = None
@@ -102,13 +104,44 @@ class ResultRecord(JsonRecord):
         return {"schema": self.schema, "task": self.task, "run_id": self.run_id, "model": self.model,
                 "dataset": self.dataset.to_json(), "preprocessing": self.preprocessing, "training": self.training,
                 "seed": self.seed, "metrics": self.metrics, "summary": self.summary, "flip": self.flip,
-                "fingerprint": self.fingerprint,
+                "fingerprint": self.fingerprint, "weights": self.weights, "verified": self.verified,
                 "ctrlshift_version": self.ctrlshift_version, "git_commit": self.git_commit,
                 "versions": self.versions}
 
     @classmethod
     def from_json(cls, data: dict) -> "ResultRecord":
         return super().from_json({**data, "dataset": DatasetRef.from_json(data["dataset"])})
+
+
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def schema_problem(data: dict) -> str | None:
+    """The first field of a result file (one handed in from outside, say) that breaks the schema."""
+    kinds = {"task": str, "run_id": str, "model": dict, "dataset": dict, "metrics": dict, "summary": dict}
+    for key, kind in kinds.items():
+        if not isinstance(data.get(key), kind):
+            return f"field {key!r}: expected {'an object' if kind is dict else 'a string'}, got {data.get(key)!r:.60}"
+    if isinstance(data["seed"], bool) or not isinstance(data["seed"], int):
+        return f"field 'seed': expected an integer, got {data['seed']!r}"
+    for key in ("name", "family", "axis"):
+        if not isinstance(data["dataset"].get(key), str):
+            return f"field 'dataset.{key}': expected a string"
+    if not isinstance(data["model"].get("name"), str):
+        return "field 'model.name': expected a string"
+    for config, m in data["metrics"].items():
+        if not isinstance(m, dict):
+            return f"field 'metrics.{config}': expected an object"
+        for key in ("value", "intensity", "top1", "nll", "ece", "n"):
+            if key not in m or not _number(m[key]):
+                return f"field 'metrics.{config}.{key}': expected a number"
+        if m["top1"] is not None and not 0 <= m["top1"] <= 1:
+            return f"field 'metrics.{config}.top1': {m['top1']!r} is not an accuracy in [0, 1]"
+    for key in ("base", "worst", "drop", "nauc"):
+        if not _number(data["summary"].get(key)):
+            return f"field 'summary.{key}': expected a number"
+    return None
 
 
 def write_result(path: str | Path, result: ResultRecord) -> None:
@@ -126,6 +159,9 @@ def read_result(path: str | Path) -> ResultRecord:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise CtrlshiftError(f"{path}: result file lacks {missing}")
+    problem = schema_problem(data)
+    if problem:
+        raise CtrlshiftError(f"{path}: {problem} (see docs/results.md)")
     try:
         return ResultRecord.from_json(data)
     except (TypeError, KeyError) as exc:

@@ -43,6 +43,11 @@ class Entry:
     def summary(self, key: str) -> tuple[float, float]:
         return mean_std([run.summary[key] for run in self.runs])
 
+    @property
+    def verified(self) -> bool:
+        """Every seed's result re-verified by ``ctrlshift verify``."""
+        return all((run.verified or {}).get("ok") for run in self.runs)
+
     def flip(self) -> str:
         """Median flip distance over seeds; ``>x`` when most images never flip within the sweep."""
         medians = [run.flip["median"] if run.flip["median"] is not None else math.inf
@@ -89,14 +94,16 @@ def leaderboard(by_family: dict[tuple[str, str], list[Entry]]) -> str:
              "Accuracy (%) of models trained on the base value and tested at every intensity; "
              "mean ± std over seeds. nAUC: mean accuracy over the intensity range. "
              "Flip: median distance from the base value (on the family's axis) at which a correct "
-             "prediction turns wrong; >x when most never do within the sweep.\n"]
+             "prediction turns wrong; >x when most never do within the sweep. ✓: every seed re-verified "
+             "(`ctrlshift verify`).\n"]
     for (ds, fam), entries in sorted(by_family.items()):
         lines.append(f"## {ds} / {fam} (axis: {entries[0].runs[0].dataset.axis or 'intensity'})\n")
         lines.append("| rank | model | seeds | clean | worst | drop | nAUC | flip |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for k, e in enumerate(entries, 1):
             cells = " | ".join(_fmt(*e.summary(key), e.seeds) for key in SUMMARY_KEYS)
-            lines.append(f"| {k} | {e.label} | {e.seeds} | {cells} | {e.flip()} |")
+            mark = " ✓" if e.verified else ""
+            lines.append(f"| {k} | {e.label}{mark} | {e.seeds} | {cells} | {e.flip()} |")
         metrics = entries[0].runs[0].metrics
         if any("label_consistency" in m for m in metrics.values()):
             shares = ", ".join(f"{c} {100 * m['label_consistency']:.1f}%" for c, m in

@@ -20,6 +20,7 @@ from ..config import meta, to_dict
 from ..dataset import Dataset, FamilyInfo, Split, SplitCache
 from ..device import resolve_device
 from ..errors import ConfigError, CtrlshiftError
+from ..files import atomic_write_bytes
 from ..models import count_params, create_model
 from ..names import slug
 from ..provenance import stable_hash
@@ -114,6 +115,14 @@ def _check_families(cfg: EvaluateConfig, families: dict[str, FamilyInfo], data) 
                                  "generate it with splits.train.size > 0")
 
 
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The model's weights as safetensors, written atomically (tensors copied, so shared ones are fine)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(state))
+
+
 def fingerprint(cfg: EvaluateConfig, ds: Dataset, run: RunSpec) -> str:
     """Everything that determines a run's result: the model, its recipe, the data."""
     return stable_hash({"model": dataclasses.asdict(run.model), "augment": run.augment, "size": run.size,
@@ -171,7 +180,8 @@ def evaluate(cfg: EvaluateConfig, data: str | Path, out: str | Path, progress: b
         if not progress:
             log.info("run %d of %d: %s/%s", k, len(todo), run.family.prefix, run.run_id)
         ckpt = Checkpoint(path.parent / "checkpoints" / run.run_id, fp, overwrite)
-        result = run_one(cfg, ds, run, load, device, ckpt, progress, trained)
+        result = run_one(cfg, ds, run, load, device, ckpt, progress, trained,
+                         weights=path.with_suffix(".safetensors"))
         result.fingerprint = fp
         write_result(path, result)
         log.info("%s (%.0fs)", result.summary_line(), time.time() - t0)
@@ -207,9 +217,11 @@ class TrainedModels:
 
 
 def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: Callable[[str, str], Split], device: torch.device,
-            checkpoint: Checkpoint, progress: bool = True, trained: TrainedModels | None = None) -> ResultRecord:
+            checkpoint: Checkpoint, progress: bool = True, trained: TrainedModels | None = None,
+            weights: Path | None = None) -> ResultRecord:
     """Train (unless the model is evaluated as is, or ``trained`` holds the same training) and
-    sweep one run; returns its result record."""
+    sweep one run; returns its result record. With ``weights``, the model's weights are saved
+    there (safetensors) for ``ctrlshift verify``."""
     base = run.family.base
     train = load(base, "train").subset(run.size or None)
     val = load(base, "val") if "val" in ds.configs[base].splits else None
@@ -244,9 +256,12 @@ def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: Callable[[str,
         return logits[:, label_map] if label_map is not None else logits
 
     metrics, summary, flip = sweep_metrics(ds, run.family, logits_of, load)
+    if weights is not None:
+        save_weights(model, weights)
     if checkpoint.path is not None:
         checkpoint.path.unlink(missing_ok=True)
     return ResultRecord.new(
+        weights=weights.name if weights is not None else None,
         task="classification", run_id=run.run_id,
         model={"name": run.model.name, "label": run.model.display, "kwargs": run.model.kwargs,
                "pretrained": run.model.pretrained, "trained": run.model.train, "params": count_params(model)},
