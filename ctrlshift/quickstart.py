@@ -36,11 +36,13 @@ def run(out: str | Path, smoke: bool = False, progress: bool = True) -> dict:
     gen_cfg = load_config(GenerateConfig, "quickstart", SMOKE_GENERATE if smoke else [])
     data = out / "data" / gen_cfg.name
     log.info("1/3 generating %s with %s", data, gen_cfg.decoder.source)
-    generate(gen_cfg, data, progress=progress)
+    # The quickstart owns its folder: a run in the other mode (--smoke or not) is replaced, not refused;
+    # an interrupted run of the same mode still resumes (shards with the same settings are kept).
+    generate(gen_cfg, data, overwrite=True, progress=progress)
     t1 = time.time()
     eval_cfg = load_config(EvaluateConfig, "quickstart-evaluate", SMOKE_EVALUATE if smoke else [])
     log.info("2/3 training and evaluating %s", ", ".join(m.label or m.name for m in eval_cfg.models))
-    evaluate(eval_cfg, data, out / "results", progress=progress)
+    evaluate(eval_cfg, data, out / "results", progress=progress, overwrite=True)
     t2 = time.time()
     log.info("3/3 building tables and plots")
     paths = build(out / "results")

@@ -281,6 +281,11 @@ def test_build_without_results_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quickstart_smoke(tmp_path, capsys):
+    # a dataset of other settings where the quickstart writes (as a run in the other mode leaves one)
+    assert main(["generate", "quickstart", "--out", str(tmp_path / "qs" / "data" / "quickstart"), "--no-progress",
+                 "splits.train.size=20", "splits.val.size=0", "splits.test.size=10", "sampler.steps=1",
+                 "intensity.samples=100"]) == 0
+    capsys.readouterr()
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--smoke", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "## quickstart / overlap" in out and "resnet20" in out and "mlp-mixer" in out
