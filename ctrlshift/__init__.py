@@ -168,12 +168,13 @@ def benchmark(model: Any, dataset: Any, preprocess: Any = None, **kwargs: Any) -
     return run(model, dataset, preprocess, **kwargs)
 
 
-def build(results: str | Path, out: str | Path | None = None, plots: bool = True) -> dict:
+def build(results: str | Path, out: str | Path | None = None, plots: bool = True, html: bool = False) -> dict:
     """Merge the result files under ``results`` into ``results.csv``, ``leaderboard.md`` and plots
-    (in ``out``, default: ``results``); returns the paths written."""
+    (in ``out``, default: ``results``), and with ``html`` a static page ``leaderboard/index.html``;
+    returns the paths written."""
     from .evaluation.build import build as run
 
-    return run(results, out, plots=plots)
+    return run(results, out, plots=plots, html=html)
 
 
 def quickstart(out: str | Path = "quickstart", smoke: bool = False, progress: bool = True) -> dict:

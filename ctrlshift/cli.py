@@ -200,6 +200,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("results", metavar="RESULTS_DIR")
     b.add_argument("--out", help="where to write (default: RESULTS_DIR)")
     b.add_argument("--no-plots", action="store_true")
+    b.add_argument("--html", action="store_true",
+                   help="also write leaderboard/index.html: sortable tables and plots, self-contained")
 
     pr = sub.add_parser("probe", help="analysis probes: first-layer energy profiles, outlier features",
                         description="first-layer: train models (true and random labels) through the harness and "
@@ -264,9 +266,10 @@ def _cmd_evaluate(args) -> int:
 def _cmd_build(args) -> int:
     from . import build
 
-    written = build(args.results, args.out, plots=not args.no_plots)
+    written = build(args.results, args.out, plots=not args.no_plots, html=args.html)
     print((Path(written["markdown"])).read_text())
-    log.info("wrote %s, %s and %d plot files", written["csv"], written["markdown"], len(written["plots"]))
+    log.info("wrote %s, %s and %d plot files%s", written["csv"], written["markdown"], len(written["plots"]),
+             f"; the page: {written['html']}" if "html" in written else "")
     return 0
 
 

@@ -149,6 +149,13 @@ def write_result(path: str | Path, result: ResultRecord) -> None:
 
 
 def read_result(path: str | Path) -> ResultRecord:
+    """A result file, checked against the schema; ``.path`` on the record says where it was read."""
+    record = _read(path)
+    record.path = str(path)
+    return record
+
+
+def _read(path: str | Path) -> ResultRecord:
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:

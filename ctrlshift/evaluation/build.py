@@ -115,8 +115,9 @@ def leaderboard(by_family: dict[tuple[str, str], list[Entry]]) -> str:
     return "\n".join(lines)
 
 
-def build(root: str | Path, out: str | Path | None = None, plots: bool = True) -> dict:
-    """Merge result files into CSV, a Markdown leaderboard and plots; returns the paths written."""
+def build(root: str | Path, out: str | Path | None = None, plots: bool = True, html: bool = False) -> dict:
+    """Merge result files into CSV, a Markdown leaderboard and plots (and, with ``html``, a static
+    leaderboard page); returns the paths written."""
     results = collect(root)
     out = Path(out) if out else Path(root)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,8 +130,12 @@ def build(root: str | Path, out: str | Path | None = None, plots: bool = True) -
     by_family = group(results)
     atomic_write_text(out / "leaderboard.md", leaderboard(by_family))
     written = {"csv": str(out / "results.csv"), "markdown": str(out / "leaderboard.md"), "plots": []}
-    if plots:
+    if plots or html:
         written["plots"] = plot_families(by_family, out / "plots")
+    if html:
+        from .html import write_html
+
+        written["html"] = write_html(by_family, out, written["plots"])
     return written
 
 
