@@ -71,3 +71,30 @@ def test_the_page_loads_and_sorts_in_chromium(tmp_path):
         assert driver.find_elements(By.CSS_SELECTOR, "img.plot")[0].get_property("naturalWidth") > 100
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+def test_the_quickstart_page_opens_sorts_and_its_results_verify(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), "--smoke", "--no-progress"]) == 0
+    results = out / "results"
+    one = next(results.rglob("resnet20__*.json"))
+    assert main(["verify", str(one), "--data", str(out / "data" / "quickstart")]) == 0
+    assert main(["build", str(results), "--html"]) == 0
+    assert "resnet20 +crop n=60 ✓" in (results / "leaderboard.md").read_text()
+    driver = browser()
+    try:
+        from selenium.webdriver.common.by import By
+
+        driver.get((results / "leaderboard" / "index.html").as_uri())
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+        tables = driver.find_elements(By.CSS_SELECTOR, "table.leaderboard")
+        assert len(tables) == 3 and all(len(t.find_elements(By.CSS_SELECTOR, "tbody tr")) == 2 for t in tables)
+        first = tables[0]
+        head = first.find_elements(By.TAG_NAME, "th")[1]  # model
+        head.click()
+        names = [r.find_elements(By.TAG_NAME, "td")[1].text for r in first.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        assert names == sorted(names)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "img.plot")) == 3
+    finally:
+        driver.quit()

@@ -5,6 +5,7 @@ it with no custom code)::
 
     DIR/README.md                                   dataset card; YAML front matter lists the configs
     DIR/manifest.json                               resolved config, generator, counts, shard sha256s
+    DIR/croissant.json                              the same described in MLCommons Croissant (JSON-LD)
     DIR/data/<family>-<value>/<split>-NNNNN-of-NNNNN.parquet
     DIR/grids/<family>-<value>.png, grids/<family>.png   sample grids (same seeds across values)
     DIR/.ctrlshift/                                 lock, resolved config, one record per finished shard

@@ -24,6 +24,7 @@ import yaml
 from ..config import to_dict
 from ..dataset import ConfigInfo, card
 from ..dataset import format as fmt
+from ..dataset.croissant import write_croissant
 from ..errors import ConfigError, CtrlshiftError
 from ..device import resolve_device
 from ..files import atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_text, clean_temporaries
@@ -389,6 +390,7 @@ def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, famil
         if f"grids/{old.name}" not in grids:  # a grid of another config that once lived here
             old.unlink()
     card.write_card(root, manifest)  # after the grids, which it shows
+    write_croissant(root, manifest, card.CITATION)
     log.info("wrote %s: %d configs, %d shards", root, len(configs), len(records))
     return manifest
 
