@@ -114,10 +114,18 @@ def test_gap_job_on_a_dataset_writes_metrics_corrections_curves_and_zero_shot(ti
     assert len({r["clean_top1"] for r in curves["projected"]}) == 1  # clean accuracy kept
     assert (out / "corrections" / "projected.json").is_file() and (out / "pca.png").is_file()
     zs = sorted((out / "results").rglob("*.json"))
-    assert len(zs) == 2  # one per family
+    assert len(zs) == 2 * 4  # per family: without correction, and with each of the three
     r = json.loads(zs[0].read_text())
     assert r["task"] == "zero-shot" and r["schema"] == "ctrlshift-result/1"
-    assert main(["build", str(out / "results")]) == 0  # merges with the shared build step
+    by_name = {p.name: json.loads(p.read_text()) for p in zs if p.parent.name == "overlap"}
+    plain = by_name[next(n for n in by_name if n.endswith("__zeroshot.json"))]
+    projected = by_name[next(n for n in by_name if n.endswith("__zeroshot__projected.json"))]
+    assert projected["model"]["correction"] == "projected"
+    for config in plain["metrics"]:  # the projected shift keeps image rankings: clean accuracy unchanged
+        assert projected["metrics"][config]["top1"] == plain["metrics"][config]["top1"]
+    assert main(["build", str(out / "results"), "--html"]) == 0  # merges with the shared build step
+    page = (out / "results" / "leaderboard" / "index.html").read_text()
+    assert "zero-shot, projected correction" in page and "zero-shot, liang correction" in page
 
 
 def test_gap_toy_cli(tmp_path, capsys):

@@ -76,15 +76,25 @@ def write_card(root: Path, manifest: dict) -> None:
         f"- Labels: {manifest['config']['labels']}; made by ctrlshift {manifest['ctrlshift_version']}",
     ]
     consistency = any(i.label_consistency is not None for i in configs.values())
-    extra = " label consistency |" if consistency else ""
+    centre = any(i.centre_angle is not None for i in configs.values())
+    extra = (" centre angle (rad) |" if centre else "") + (" label consistency |" if consistency else "")
     lines += ["", f"| config | family | value | axis | intensity | outside training typical set |{extra} splits |",
-              "|---|---|---|---|---|---|---|" + ("---|" if consistency else "")]
+              "|---|---|---|---|---|---|---|" + "---|" * (centre + consistency)]
     for name, info in configs.items():
         splits = ", ".join(f"{s} {v['num_examples']}" for s, v in info.splits.items())
-        cell = "" if not consistency else (
-            f" {info.label_consistency:.3f} |" if info.label_consistency is not None else " - |")
+        cell = ""
+        if centre:
+            cell += f" {info.centre_angle:.4g} |" if info.centre_angle is not None else " - |"
+        if consistency:
+            cell += f" {info.label_consistency:.3f} |" if info.label_consistency is not None else " - |"
         lines.append(f"| {name} | {info.family} | {format_value(info.value)} | {info.axis} | "
                      f"{info.intensity:.4g} | {info.outside_fraction:.3f} |{cell} {splits} |")
+    alpha = manifest["config"].get("intensity", {}).get("alpha", 0.01)
+    lines += ["", "Intensity is the value on the family's physical axis; the outside share is the fraction of "
+                  f"the config's latents outside the central {100 * (1 - alpha):g}% box of the training latents' "
+                  "statistics"
+              + ("; the centre angle (overlap) is the exact angle between the train and test centres" if centre else "")
+              + "."]
     if consistency:
         lines += ["", "Label consistency: the share of a config's test images that a reference classifier, "
                       "trained on the family's base value, still labels as their class (`ctrlshift consistency`)."]

@@ -68,7 +68,8 @@ def _pct(mean: float, std: float, seeds: int) -> str:
 
 def _row(rank: int, e: Entry, page: Path) -> str:
     t = e.runs[0].training or {}
-    recipe = "zero-shot" if e.runs[0].task == "zero-shot" else \
+    corr = (e.runs[0].model or {}).get("correction")
+    recipe = (f"zero-shot, {corr} correction" if corr else "zero-shot") if e.runs[0].task == "zero-shot" else \
         f"{t.get('augment', '-')}, n={t.get('train_size', '-')}" if t else "as is"
     links = " ".join(f'<a href="{html.escape(os.path.relpath(r.path, page.parent))}">s{r.seed}</a>'
                      for r in e.runs if getattr(r, "path", None))

@@ -164,11 +164,12 @@ def run(cfg: GapConfig, out: str | Path, progress: bool = True) -> GapRun:
         "config": to_dict(cfg), **stamp()})
     atomic_write_json(out / "gap_metrics.json", report.to_json())
 
-    curves = {}
+    curves, fitted = {}, {}
     for kind in cfg.correction.kinds:
         c = corrections.fit(kind, X, T, 1.0, cfg.correction.renormalize,
                             source={"vlm": vlm.identity, "data": key, "templates": ref_set})
         c.save(out / "corrections" / kind)
+        fitted[kind] = c
         r = cfg.robustness
         curves[kind] = robustness_curves(X, T, labels, c, cfg.correction.alphas, r.sigma2, r.bins, reworded,
                                          r.trials, r.seed)
@@ -178,30 +179,40 @@ def run(cfg: GapConfig, out: str | Path, progress: bool = True) -> GapRun:
     results = []
     if data.dataset is not None and cfg.zero_shot:
         results = zero_shot_results(vlm, data.dataset, names, tpl["templates"][ref_set], cache, cfg, out / "results",
-                                    progress)
+                                    progress, fitted)
     return GapRun(report, curves, plots, results)
 
 
 def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig, out: Path,
-                      progress: bool = True) -> list[Path]:
-    """Zero-shot accuracy at every value of every family, in the shared result schema."""
+                      progress: bool = True, fitted: dict[str, corrections.Correction] | None = None) -> list[Path]:
+    """Zero-shot accuracy at every value of every family, in the shared result schema: without
+    correction, and with each fitted correction (alpha = 1, fitted once on the gap's own image set
+    and applied unchanged to every shifted split), so the leaderboard shows them side by side."""
     T = vlm.class_embeddings(names, templates)
     label = slug(cfg.vlm.name)
+    variants: dict[str, corrections.Correction | None] = {"": None, **(fitted or {})}
     paths = []
     for fam in ds.families().values():
-        def logits_of(config: str, split) -> torch.Tensor:
-            key = {"data": ds.dataset_hash, "config": config, "split": "test"}
-            log.info("zero-shot: %s", config)
-            return 100.0 * cached_embeddings(vlm, split.images, cache, key, cfg.vlm.batch_size, progress) @ T.T
+        for kind, c in variants.items():
+            def logits_of(config: str, split, c=c) -> torch.Tensor:
+                key = {"data": ds.dataset_hash, "config": config, "split": "test"}
+                log.info("zero-shot%s: %s", f" ({kind})" if kind else "", config)
+                X = cached_embeddings(vlm, split.images, cache, key, cfg.vlm.batch_size, progress)
+                if c is None:
+                    return 100.0 * X @ T.T
+                return (100.0 * c.images(X) @ c.texts(T).T).float()
 
-        metrics, summary, flip = sweep_metrics(ds, fam, logits_of)
-        path = out / ds.name / fam.prefix / f"{label}__zeroshot.json"
-        write_result(path, ResultRecord.new(
-            task="zero-shot", run_id=f"{label}__zeroshot",
-            model={"name": cfg.vlm.name, "label": f"{cfg.vlm.name} (zero-shot)", **vlm.identity},
-            dataset=DatasetRef.of(ds, fam, class_names=False), preprocessing={"templates": templates},
-            training=None, seed=0, metrics=metrics, summary=summary, flip=flip))
-        paths.append(path)
+            metrics, summary, flip = sweep_metrics(ds, fam, logits_of)
+            run_id = f"{label}__zeroshot" + (f"__{kind}" if kind else "")
+            shown = f"{cfg.vlm.name} (zero-shot" + (f", {kind} correction)" if kind else ")")
+            path = out / ds.name / fam.prefix / f"{run_id}.json"
+            write_result(path, ResultRecord.new(
+                task="zero-shot", run_id=run_id,
+                model={"name": cfg.vlm.name, "label": shown, **vlm.identity, "correction": kind or None},
+                dataset=DatasetRef.of(ds, fam, class_names=False),
+                preprocessing={"templates": templates, **({"correction": {"kind": kind, "alpha": c.alpha}} if c else {})},
+                training=None, seed=0, metrics=metrics, summary=summary, flip=flip))
+            paths.append(path)
     return paths
 
 
