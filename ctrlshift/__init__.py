@@ -180,7 +180,7 @@ def build(results: str | Path, out: str | Path | None = None, plots: bool = True
 def quickstart(out: str | Path = "quickstart", smoke: bool = False, progress: bool = True) -> dict:
     """The whole pipeline offline on the embedded tiny model: generate, train, evaluate, tabulate,
     plot (a few minutes on a CPU; ``smoke=True`` for seconds). Returns where everything went."""
-    from .quickstart import run
+    from ._quickstart import run
 
     return run(out, smoke=smoke, progress=progress)
 

@@ -119,3 +119,19 @@ def test_readme_from_python_runs_as_written(tmp_path):
     assert "overlap theta [0.0, 0.628, 1.257]" in proc.stdout
     assert "## api-demo / truncation" in proc.stdout
     assert (tmp_path / "results" / "api-demo" / "leaderboard.md").is_file()
+
+
+def test_no_submodule_shadows_an_api_function():
+    """``import ctrlshift.X`` rebinds ``ctrlshift.X`` to the module: no API name may be a module."""
+    import importlib
+    import pkgutil
+
+    import ctrlshift
+
+    modules = {m.name for m in pkgutil.iter_modules(ctrlshift.__path__)} - {"__main__"}
+    functions = {n for n in ctrlshift.__all__ if n != "Dataset"}
+    assert not functions & modules, functions & modules
+    for name in modules:
+        importlib.import_module(f"ctrlshift.{name}")
+    assert all(callable(getattr(ctrlshift, n)) and not isinstance(getattr(ctrlshift, n), type(ctrlshift))
+               for n in functions)
