@@ -216,6 +216,18 @@ class TrainedModels:
         self._done[key] = (state, {**record, "reused_from": origin})
 
 
+def model_for(ds: Dataset, name: str, kwargs: dict, trained: bool, img_size: int,
+              **create) -> tuple[torch.nn.Module, torch.Tensor | None]:
+    """A run's model, and for a model evaluated as is (``trained`` false: a pretrained classifier
+    with its own ``num_classes``, default 1000) the indices that pick the logits of the dataset's
+    classes: dataset label k is the model's class ``model_label[k]``."""
+    kwargs = dict(kwargs)
+    num_classes = ds.num_classes if trained else int(kwargs.pop("num_classes", 1000))
+    model = create_model(name, num_classes, img_size=img_size, **create, **kwargs)
+    label_map = torch.tensor(ds.model_classes) if not trained and ds.model_classes else None
+    return model, label_map
+
+
 def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: Callable[[str, str], Split], device: torch.device,
             checkpoint: Checkpoint, progress: bool = True, trained: TrainedModels | None = None,
             weights: Path | None = None) -> ResultRecord:
@@ -227,10 +239,8 @@ def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: Callable[[str,
     val = load(base, "val") if "val" in ds.configs[base].splits else None
     pre = Preprocess.fit(train.images)
     torch.manual_seed(run.seed)
-    kwargs = dict(run.model.kwargs)
-    num_classes = ds.num_classes if run.model.train else int(kwargs.pop("num_classes", 1000))
-    model = create_model(run.model.name, num_classes, img_size=pre.img_size, pretrained=run.model.pretrained,
-                         state_dict=run.model.state_dict, **kwargs)
+    model, label_map = model_for(ds, run.model.name, run.model.kwargs, run.model.train, pre.img_size,
+                                 pretrained=run.model.pretrained, state_dict=run.model.state_dict)
     training = {"augment": run.augment, "train_size": len(train), "config": to_dict(cfg.train)}
     if run.model.train:
         key = TrainedModels.key(run, cfg, train, val) if trained is not None else None
@@ -247,9 +257,6 @@ def run_one(cfg: EvaluateConfig, ds: Dataset, run: RunSpec, load: Callable[[str,
             if trained is not None:
                 trained.put(key, model, record, f"{run.family.prefix}/{run.run_id}")
     model = model.to(device)
-    label_map = None
-    if not run.model.train:  # pretrained: dataset label k is the model's class model_label[k]
-        label_map = torch.tensor(ds.model_classes) if ds.model_classes else None
 
     def logits_of(config: str, split: Split) -> torch.Tensor:
         logits = predict(model, split, pre, device, cfg.train.eval_batch_size, cfg.train.channels_last)

@@ -16,14 +16,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 
 from ..dataset import Dataset, SplitCache
 from ..device import resolve_device
 from ..errors import CtrlshiftError
-from ..models import create_model
 from ..plugins import load_weights
 from ..results import ResultRecord, read_result, write_result
+from .job import model_for
 from .sweep import sweep_metrics
 from .train import Preprocess, predict
 
@@ -84,14 +83,11 @@ def measure(r: ResultRecord, path: Path, ds: Dataset, device: str = "auto") -> d
         raise CtrlshiftError(f"{ds.root}: no family {r.family!r}; verify the result on the dataset it names")
     p = r.preprocessing
     pre = Preprocess(list(p["mean"]), list(p["std"]), int(p["img_size"]), int(p.get("in_chans", 3)))
-    kwargs = dict(r.model.get("kwargs") or {})
-    trained = r.model.get("trained", True)
-    num_classes = ds.num_classes if trained else int(kwargs.pop("num_classes", 1000))
-    model = create_model(r.model["name"], num_classes, img_size=pre.img_size, **kwargs)
+    model, label_map = model_for(ds, r.model["name"], r.model.get("kwargs") or {}, r.model.get("trained", True),
+                                 pre.img_size)
     load_weights(model, str(weights), "weights")
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    label_map = torch.tensor(ds.model_classes) if not trained and ds.model_classes else None
     batch = int(((r.training or {}).get("config") or {}).get("eval_batch_size", 512))
 
     def logits_of(config, split):
