@@ -33,7 +33,7 @@ def test_preset_by_name_and_family_defaults():
     ("sampler.step=3", "unknown key 'sampler.step'; did you mean 'sampler.steps'?"),
     ("sampler.steps=abc", "sampler.steps: expected an integer, got 'abc'"),
     ("sampler.steps=0", "sampler.steps: 0 is out of range; expected a value >= 1"),
-    ("sampler.name=ddpm", "sampler.name: unknown sampler 'ddpm' (did you mean 'ddim'?); known: ddim, edm-heun"),
+    ("sampler.name=ddimm", "sampler.name: unknown sampler 'ddimm' (did you mean 'ddim'?); known: "),
     ("runtime.compile=maybe", "runtime.compile: expected true or false"),
     ("labels=balance", "did you mean 'balanced'?"),
     ("shifts.0.family=trunc", "shifts.0.family: unknown shift family 'trunc' (did you mean 'truncation'?)"),

@@ -156,7 +156,9 @@ def make_edm_checkout(root):
         """))
 
 
-def test_edm_pickle_needs_and_uses_the_checkout(tmp_path):
+def test_edm_checkout_stays_an_option_for_trusted_pickles(tmp_path):
+    """A pickle of a foreign class is refused by the safe reader, and loads only through the
+    EDM checkout the user names (which runs its code)."""
     checkout = tmp_path / "edm"
     make_edm_checkout(checkout)
     sys.path.insert(0, str(checkout))
@@ -170,7 +172,8 @@ def test_edm_pickle_needs_and_uses_the_checkout(tmp_path):
         for mod in [m for m in sys.modules if m == "training" or m.startswith(("training.", "dnnlib", "torch_utils"))]:
             del sys.modules[mod]
     cfg = DecoderConfig(backend="edm", source=str(tmp_path / "net.pkl"))
-    with pytest.raises(ConfigError, match="edm_checkout: loading the EDM pickle .* needs a checkout"):
+    with pytest.raises(ConfigError, match=r"asks to import training\.networks\.Net, which is not part of an EDM "
+                                          "network; ctrlshift refuses to run code from a pickle"):
         create_decoder(cfg, SamplerConfig(name="edm-heun", steps=2), CPU)
     bad = DecoderConfig(backend="edm", source=str(tmp_path / "net.pkl"), options={"edm_checkout": str(tmp_path)})
     with pytest.raises(ConfigError, match="has no dnnlib/ and torch_utils/"):
@@ -224,35 +227,6 @@ def test_to_uint8_rounds_like_edm():
     out = to_uint8(x)
     assert out.shape == (1, 1, 6, 3)
     assert out[0, 0, :, 0].tolist() == [0, 64, 128, 255, 255, 255]
-
-
-@pytest.fixture(scope="module")
-def tiny_sd_dir(tmp_path_factory):
-    """A Stable Diffusion pipeline of tiny random parts, with a byte-level CLIP tokenizer."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from .conftest import byte_clip_tokenizer
-
-    root = tmp_path_factory.mktemp("tiny-sd")
-    tok, vocab = byte_clip_tokenizer(root)
-    torch.manual_seed(0)
-    end = vocab["<|endoftext|>"]
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, max_position_embeddings=77,
-                                      bos_token_id=vocab["<|startoftext|>"], eos_token_id=end, pad_token_id=end))
-    unet = UNet2DConditionModel(sample_size=4, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
-                                attention_head_dim=2, norm_num_groups=4)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=4, sample_size=8)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet,
-                                   scheduler=DDIMScheduler(num_train_timesteps=50, clip_sample=False),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(root / "pipe")
-    return root / "pipe"
 
 
 def test_stable_diffusion_prompts_from_class_names(tiny_sd_dir):

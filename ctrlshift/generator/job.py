@@ -126,10 +126,11 @@ def describe_plan(cfg: GenerateConfig, plan: Plan, families: dict[str, ShiftFami
              f"{cfg.sampler.steps} steps -> {per_batch} network calls per batch of {bs}, "
              f"{batches * per_batch} calls in all"]
     if families is None:
-        lines.append("(set decoder.latent_shape to see the intensity of each config)")
+        lines.append("(set decoder.latent_shape to see the latent shape and the intensity of each config)")
     else:
         fam = next(iter(families.values()))
-        lines.append(f"latent dimension d = {fam.dim}")
+        lines.append(f"latent shape {list(cfg.decoder.latent_shape)} (dimension d = {fam.dim}); images "
+                     f"quantized by {cfg.output.quantize}")
     lines.append(f"{'config':<28} {'family':<16} {'value':>8} {'axis':>10} {'intensity':>10}  splits")
     for c in plan.configs:
         fam = families[c.spec.prefix] if families else None
@@ -242,7 +243,7 @@ def _remove_if_unused(root: Path) -> None:
 def _generate(cfg: GenerateConfig, root: Path, state, overwrite: bool, progress: bool) -> dict | None:
     if cfg.runtime.device == "auto":
         cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device=str(state.device)))
-    decoder = create_decoder(cfg.decoder, cfg.sampler, cfg.runtime)
+    decoder = create_decoder(cfg.decoder, cfg.sampler, cfg.runtime, cfg.output.quantize)
     num_classes = dataset_num_classes(decoder, cfg.decoder)
     class_names = dataset_class_names(decoder, cfg.decoder)
     for k, spec in enumerate(cfg.shifts):

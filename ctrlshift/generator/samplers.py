@@ -1,12 +1,19 @@
 """Deterministic ODE solvers that turn a latent into a clean sample.
 
-Each sampler is a pure function of a model callable, the initial latent ``z`` (unit variance) and
+Diffusers models decode with diffusers' own scheduler classes, built from the model's
+``scheduler_config.json`` (:mod:`.schedulers`: ``model``, ``ddim``, ``dpmsolver++``, ``unipc``,
+``euler``, ``heun``, ``flow-euler``, ...); stochastic schedulers are refused. ctrlshift's own pure
+solvers below remain where they add something: EDM's Heun sampler for EDM networks (and on the
+sigmas of a diffusers model), and a DDIM reference on the exact ODE that the tests hold the
+schedulers to.
+
+Each pure sampler is a pure function of a model callable, the initial latent ``z`` (unit variance) and
 precomputed tables. Per-step work stays on the device: step sizes are Python floats or entries of
 a precomputed device tensor, so no step synchronises with the host.
 
 - :func:`edm_heun`: the EDM sampler (Karras et al. 2022, Alg. 2 with no churn) on a denoiser
   ``D(x, sigma, labels)``; ``x_T = z * sigma_max``.
-- :func:`ddim`: DDIM with eta = 0 on an epsilon/v/sample-predicting network of a discrete
+- :func:`ddim`: the reference DDIM (eta = 0, trailing timesteps) on an epsilon/v/sample-predicting network of a discrete
   variance-preserving schedule ``alphas_cumprod``; ``x_T = z``.
 - :func:`vp_denoiser`: wraps such a discrete-time network as an EDM denoiser, so the Heun sampler
   also runs on diffusers models ("EDM-style Heun on the model's sigmas").
@@ -37,8 +44,10 @@ SAMPLERS: Registry["Sampler"] = Registry("sampler")
 
 @dataclass
 class SamplerConfig:
-    name: str = field(default="ddim", metadata=meta(
-        "edm-heun: EDM 2nd-order Heun (docs/methods.md); ddim: DDIM with eta=0", registry=SAMPLERS))
+    name: str = field(default="model", metadata=meta(
+        "model: the scheduler class the model's own scheduler config names; ddim, dpmsolver++, unipc, "
+        "euler, heun, flow-euler, ... (ctrlshift list samplers): that diffusers scheduler built from the "
+        "model's config; edm-heun: EDM 2nd-order Heun (docs/methods.md)", registry=SAMPLERS))
     steps: int = field(default=50, metadata=meta("solver steps (Heun uses 2 network calls per step but the last)", min=1))
     sigma_min: float | None = field(default=None, metadata=meta(
         "smallest noise level of the Karras schedule; null: the model's own (0.002 for EDM)", min=0.0))
@@ -48,7 +57,10 @@ class SamplerConfig:
     sigma_end: float = field(default=0.0, metadata=meta(
         "noise level of the very last step (0 in EDM; 1e-5 in the Control+Shift reference code)", min=0.0))
     guidance_scale: float = field(default=1.0, metadata=meta(
-        "classifier-free guidance scale (DiT, Stable Diffusion); 1 disables it", min=0.0))
+        "classifier-free guidance scale (DiT, Stable Diffusion and other pipelines); 1 disables it", min=0.0))
+    options: dict = field(default_factory=dict, metadata=meta(
+        "scheduler config keys passed to the diffusers scheduler's from_config (e.g. timestep_spacing: "
+        "trailing, use_karras_sigmas: true); they override the model's own"))
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
@@ -61,9 +73,17 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
 
 
 def edm_heun(denoiser: Denoiser, z: torch.Tensor, labels: torch.Tensor, sigmas: np.ndarray,
-             state_dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """EDM's deterministic Heun sampler (``S_churn = 0``); the last step is plain Euler."""
+             state_dtype: torch.dtype = torch.float64,
+             round_sigma: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """EDM's deterministic Heun sampler (``S_churn = 0``); the last step is plain Euler.
+
+    ``round_sigma`` is the network's own rounding of noise levels (EDM's ``net.round_sigma``: the
+    identity for VP, VE and EDM preconditioning, the nearest of its 1,000 discrete levels for
+    iDDPM). As in EDM's ``edm_sampler``, every level but the final ``sigma_end`` goes through it."""
     t_steps = torch.as_tensor(sigmas, dtype=state_dtype, device=z.device)
+    if round_sigma is not None:
+        rounded = torch.as_tensor(round_sigma(t_steps[:-1])).to(device=z.device, dtype=state_dtype)
+        t_steps = torch.cat([rounded, t_steps[-1:]])
     x = z.to(state_dtype) * t_steps[0]
     n = len(sigmas) - 1
     for i in range(n):
@@ -169,11 +189,12 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
 class VPModel:
     """A discrete-time variance-preserving network as a sampler sees it."""
 
-    eps_model: EpsModel  # (x_t, integer timesteps, labels) -> network output
+    eps_model: EpsModel  # (x_t, timesteps, labels) -> network output
     alphas_cumprod: np.ndarray
     prediction_type: str = "epsilon"
     clip_sample: float | None = None
     device: torch.device | str = "cpu"
+    scheduler_config: dict | None = None  # the model's diffusers scheduler config, as loaded
 
     def sigmas(self) -> np.ndarray:
         return np.sqrt((1 - self.alphas_cumprod) / self.alphas_cumprod)
@@ -184,6 +205,7 @@ class Sampler:
     network it can drive: ``vp`` (discrete-time diffusers models) and ``edm`` (EDM denoisers)."""
 
     runs_on: tuple[str, ...] = ("vp",)
+    refused = False  # a name registered only to refuse it with a clear line (stochastic schedulers)
 
     def __init__(self, cfg: SamplerConfig):
         self.cfg = cfg
@@ -197,8 +219,9 @@ class Sampler:
         raise NotImplementedError
 
     def run_edm(self, denoiser: Denoiser, z: torch.Tensor, labels: torch.Tensor, sigma_min: float,
-                sigma_max: float) -> torch.Tensor:
-        """The clean sample of an EDM denoiser with the given noise range."""
+                sigma_max: float, round_sigma: Callable | None = None) -> torch.Tensor:
+        """The clean sample of an EDM denoiser with the given noise range (``round_sigma``: the
+        network's rounding of noise levels, see :func:`edm_heun`)."""
         raise NotImplementedError(f"sampler {self.cfg.name!r} cannot run on an EDM network")
 
     def settings(self, model: VPModel | None = None) -> dict:
@@ -208,18 +231,6 @@ class Sampler:
     def settings_edm(self, sigma_min: float, sigma_max: float) -> dict:
         """What the manifest records about the sampling of an EDM network with this noise range."""
         raise NotImplementedError(f"sampler {self.cfg.name!r} cannot run on an EDM network")
-
-
-@SAMPLERS.register("ddim")
-class DDIM(Sampler):
-    """DDIM with eta = 0 over the model's own discrete schedule."""
-
-    def network_calls(self) -> int:
-        return self.cfg.steps
-
-    def run_vp(self, model, z, labels):
-        return ddim(model.eps_model, z, labels, model.alphas_cumprod, self.cfg.steps, model.prediction_type,
-                    model.clip_sample)
 
 
 @SAMPLERS.register("edm-heun")
@@ -253,8 +264,8 @@ class EDMHeun(Sampler):
         hi = min(c.sigma_max if c.sigma_max is not None else 80.0, sigma_max)
         return karras_sigmas(c.steps, lo, hi, c.rho, c.sigma_end)
 
-    def run_edm(self, denoiser, z, labels, sigma_min, sigma_max):
-        return edm_heun(denoiser, z, labels, self.edm_sigmas(sigma_min, sigma_max))
+    def run_edm(self, denoiser, z, labels, sigma_min, sigma_max, round_sigma=None):
+        return edm_heun(denoiser, z, labels, self.edm_sigmas(sigma_min, sigma_max), round_sigma=round_sigma)
 
     def settings(self, model=None):
         out = super().settings()
@@ -267,10 +278,14 @@ class EDMHeun(Sampler):
 
 
 def create_sampler(cfg: SamplerConfig, network: str = "vp", backend: str = "") -> Sampler:
-    """The registered sampler ``cfg.name``; it must run on ``network`` (``vp`` or ``edm``)."""
+    """The registered sampler ``cfg.name``; it must run on ``network`` (``vp``, ``edm`` or
+    ``pipeline``: a diffusers pipeline that takes a scheduler object)."""
     cls = SAMPLERS.get(cfg.name)
     if network not in cls.runs_on:
-        able = [n for n in SAMPLERS.list() if network in SAMPLERS.get(n).runs_on]
+        able = [n for n in SAMPLERS.list() if network in SAMPLERS.get(n).runs_on and not SAMPLERS.get(n).refused]
         raise ConfigError(f"sampler.name: the {backend or network} backend decodes with "
                           f"{' or '.join(repr(n) for n in able)}, not {cfg.name!r}")
     return cls(cfg)
+
+
+from . import schedulers as _schedulers  # noqa: E402,F401  (registers the diffusers schedulers)

@@ -92,6 +92,9 @@ class CardConfig:
 class OutputConfig:
     shard_size: int = field(default=1000, metadata=meta("images per parquet shard", min=1))
     grid: int = field(default=8, metadata=meta("images per row of the sample grids (0: none)", min=0))
+    quantize: Literal["round", "floor"] = field(default="round", metadata=meta(
+        "float image -> grey level: round (EDM's x*127.5+128, nearest level) or floor (the Control+Shift "
+        "reference code's (x/2+0.5).clamp(0,1)*255 truncated to uint8)"))
     card: CardConfig = field(default_factory=CardConfig)
 
 

@@ -5,11 +5,16 @@ Every backend implements the :class:`Decoder` contract::
     latent_shape: tuple[int, ...]     # one sample's latent, e.g. (3, 32, 32)
     num_classes: int                  # the model's classes
     class_names: list[str]
-    decode(z, labels) -> uint8 [N, H, W, 3]   # z: [N, *latent_shape] float32, labels: model indices
+    decode_float(z, labels) -> [N, C, H, W] floats in [-1, 1]   # z: [N, *latent_shape] float32,
+                                                                # labels: model class indices
     identity() -> dict                # what the manifest records about the generator
 
+``decode(z, labels)`` turns ``decode_float`` into uint8 ``[N, H, W, 3]`` images with the config's
+``output.quantize`` rule (:func:`to_uint8`); a backend that makes its own uint8 images may override
+``decode`` instead.
+
 Backends are registered in :data:`DECODERS` (``diffusers-unet``, ``diffusers-dit``,
-``diffusers-sd``, ``edm``, ``torch``). ``create_decoder(cfg, sampler, runtime)`` builds one. To
+``diffusers-sd``, ``diffusers-pipeline``, ``edm``, ``torch``). ``create_decoder(cfg, sampler, runtime)`` builds one. To
 add a backend (in a module of this package, or in a plugin), subclass :class:`Decoder`, give it an
 ``Options`` dataclass for its backend-specific ``decoder.options`` keys, and decorate it with
 ``@DECODERS.register("name")``.
@@ -98,10 +103,14 @@ class DecoderOutputError(CtrlshiftError):
     """A decoder broke its contract: non-finite values, a wrong shape or dtype."""
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """``[N, C, H, W]`` floats in [-1, 1] -> ``[N, H, W, 3]`` uint8: ``x*0.5+0.5``, clamp, x255,
-    rounded (EDM's ``(x*127.5+128).clip(0,255)``). One channel is repeated to three. Non-finite
-    values, integer or complex output and other shapes are a :class:`DecoderOutputError`."""
+QUANTIZE = ("round", "floor")
+
+
+def to_uint8(x: torch.Tensor, quantize: str = "round") -> torch.Tensor:
+    """``[N, C, H, W]`` floats in [-1, 1] -> ``[N, H, W, 3]`` uint8. ``round``: to the nearest grey
+    level, EDM's ``(x*127.5+128).clip(0,255)``; ``floor``: the Control+Shift reference code's
+    ``((x/2+0.5).clamp(0,1)*255).to(uint8)``, which truncates. One channel is repeated to three.
+    Non-finite values, integer or complex output and other shapes are a :class:`DecoderOutputError`."""
     if not torch.is_tensor(x) or x.dim() != 4:
         shape = list(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise DecoderOutputError(f"decoder output has shape {shape}; expected [N, C, H, W]")
@@ -112,7 +121,12 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
         raise DecoderOutputError(f"decoder returned {bad:,} non-finite values (of {x.numel():,})")
     if x.shape[1] not in (1, 3):
         raise DecoderOutputError(f"decoder output has {x.shape[1]} channels; expected 1 or 3")
-    img = (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    if quantize == "round":
+        img = (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    elif quantize == "floor":
+        img = ((x.float() / 2 + 0.5).clamp(0, 1) * 255).to(torch.uint8)
+    else:
+        raise ConfigError(f"output.quantize: {quantize!r}; expected one of {', '.join(QUANTIZE)}")
     if img.shape[1] == 1:
         img = img.expand(-1, 3, -1, -1)
     return img.permute(0, 2, 3, 1).contiguous()
@@ -133,6 +147,7 @@ class Decoder:
     """Base class of the backends; see the module docstring for the contract."""
 
     Options: type = dict
+    quantize: str = "round"  # set from output.quantize by create_decoder
     latent_shape: tuple[int, ...]
     num_classes: int
     class_names: list[str]
@@ -145,13 +160,24 @@ class Decoder:
         self.options = build(self.Options, dict(cfg.options), "decoder.options") \
             if self.Options is not dict else dict(cfg.options)
 
-    def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def decode_float(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, C, H, W]`` in [-1, 1] (C = 1 or 3) for latents ``z`` and model labels."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` images: :meth:`decode_float`, quantized by ``output.quantize``."""
+        return to_uint8(self.decode_float(z, labels), self.quantize)
+
+    def prepare(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch on the decoder's device, latents in the model's shape."""
+        return (z.to(self.device, non_blocking=True).reshape(-1, *self.latent_shape),
+                labels.to(self.device, non_blocking=True))
 
     def identity(self) -> dict:
         return {"backend": self.cfg.backend, "source": self.cfg.source, "revision": self.cfg.revision,
                 "class": type(self).__name__, "latent_shape": list(self.latent_shape),
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes, "quantize": self.quantize}
 
     # -- helpers for backends -----------------------------------------------------------------
     def autocast(self):
@@ -170,9 +196,14 @@ class Decoder:
         return [f"class_{k}" for k in range(self.num_classes)]
 
 
-def create_decoder(cfg: DecoderConfig, sampler: SamplerConfig, runtime: RuntimeConfig) -> Decoder:
-    """The registered backend ``cfg.backend``, loaded and checked against the config."""
+def create_decoder(cfg: DecoderConfig, sampler: SamplerConfig, runtime: RuntimeConfig,
+                   quantize: str = "round") -> Decoder:
+    """The registered backend ``cfg.backend``, loaded and checked against the config; ``quantize``
+    is the ``output.quantize`` rule of :func:`to_uint8`."""
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"output.quantize: {quantize!r}; expected one of {', '.join(QUANTIZE)}")
     decoder = DECODERS.get(cfg.backend)(cfg, sampler, runtime)
+    decoder.quantize = quantize
     check_against_config(decoder, cfg)
     return decoder
 

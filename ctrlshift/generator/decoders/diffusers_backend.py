@@ -1,9 +1,10 @@
 """diffusers backends: class-conditional UNet2DModel, DiT (+ its VAE), Stable Diffusion.
 
 Each loads with ``from_pretrained`` from a hub id or a local folder laid out like a diffusers
-pipeline (``unet/``, ``transformer/``, ``vae/``, ``scheduler/``). Decoding is deterministic: DDIM
-with eta = 0 over the model's own noise schedule, or EDM's Heun solver on the model's sigmas
-(see :mod:`ctrlshift.generator.samplers`). The embedded tiny model goes through this very path.
+pipeline (``unet/``, ``transformer/``, ``vae/``, ``scheduler/``). Decoding is deterministic: a
+diffusers scheduler built from the model's own scheduler config (``sampler.name: model``, or any
+deterministic one by name, :mod:`ctrlshift.generator.schedulers`), or EDM's Heun solver on the
+model's sigmas. The embedded tiny model goes through this very path.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from ...config import meta
 from ...errors import ConfigError
 from ..samplers import VPModel, create_sampler
-from .base import DECODERS, Decoder, check_local, resolve_source, to_uint8
+from .base import DECODERS, Decoder, check_local, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,25 @@ def _load(cls, source: str, subfolder: str | None, revision: str | None, what: s
                           "check the hub id or folder, and the network or HF_HUB_OFFLINE cache") from None
 
 
-def _load_scheduler_table(source: str, subfolder: str, revision: str | None):
+def load_scheduler_config(source: str, subfolder: str | None, revision: str | None) -> dict:
+    """The model's scheduler config (``scheduler_config.json``) as a plain dict."""
     from diffusers import DDIMScheduler
 
-    config = _load(DDIMScheduler, source, subfolder, revision, "scheduler").config
+    check_local(source)
+    try:
+        return dict(DDIMScheduler.load_config(source, subfolder=subfolder, revision=revision))
+    except (OSError, ValueError, EnvironmentError) as exc:
+        where = f"{source}/{subfolder}" if subfolder else source
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"decoder.source: could not load the scheduler config from {where!r} ({first}); "
+                          "check the hub id or folder, and the network or HF_HUB_OFFLINE cache") from None
+
+
+def vp_table(config: dict):
+    """(alphas_cumprod, prediction_type, clip range or None) of a VP scheduler config, for the
+    samplers that need the discrete schedule itself (EDM Heun on the model's sigmas)."""
+    from diffusers import DDIMScheduler
+
     sched = DDIMScheduler.from_config(config)
     clip = float(config.get("clip_sample_range", 1.0)) if config.get("clip_sample", False) else None
     return sched.alphas_cumprod.double().numpy(), config.get("prediction_type", "epsilon"), clip
@@ -50,6 +66,12 @@ class VPDiffusionDecoder(Decoder):
     alphas_cumprod: np.ndarray
     prediction_type: str
     clip_sample: float | None
+    scheduler_config: dict
+
+    def set_scheduler(self, config: dict) -> None:
+        self.scheduler_config = dict(config)
+        self.alphas_cumprod, self.prediction_type, self.clip_sample = vp_table(self.scheduler_config)
+        self.solver_settings = self.solver.settings(self.vp_model())  # fails early on a bad sampler
 
     def __init__(self, cfg, sampler, runtime):
         super().__init__(cfg, sampler, runtime)
@@ -63,24 +85,23 @@ class VPDiffusionDecoder(Decoder):
         return x0
 
     def vp_model(self) -> VPModel:
-        return VPModel(self.eps_model, self.alphas_cumprod, self.prediction_type, self.clip_sample, self.device)
+        return VPModel(self.eps_model, self.alphas_cumprod, self.prediction_type, self.clip_sample, self.device,
+                       self.scheduler_config)
 
     def sampler_settings(self) -> dict:
         s = self.sampler
         out = {"name": s.name, "steps": s.steps, "guidance_scale": s.guidance_scale,
                "prediction_type": self.prediction_type, "clip_sample": self.clip_sample,
                "num_train_timesteps": len(self.alphas_cumprod)}
-        out.update(self.solver.settings(self.vp_model()))
+        out.update(self.solver_settings)
         return out
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        z = z.to(self.device, non_blocking=True).reshape(-1, *self.latent_shape)
-        labels = labels.to(self.device, non_blocking=True)
+    def decode_float(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        z, labels = self.prepare(z, labels)
         with self.autocast():
             x0 = self.solver.run_vp(self.vp_model(), z, labels)
-            images = self.finish(x0.float())
-        return to_uint8(images)
+            return self.finish(x0.float()).float()
 
     def identity(self) -> dict:
         return {**super().identity(), "sampler": self.sampler_settings()}
@@ -114,8 +135,7 @@ class UNetDecoder(VPDiffusionDecoder):
         self.latent_shape = (unet.config.in_channels, *size)
         self.num_classes = int(k)
         self.class_names = self.default_class_names(source if Path(source).is_dir() else None)
-        self.alphas_cumprod, self.prediction_type, self.clip_sample = _load_scheduler_table(
-            source, self.options.scheduler_subfolder, cfg.revision)
+        self.set_scheduler(load_scheduler_config(source, self.options.scheduler_subfolder, cfg.revision))
 
     def eps_model(self, x, t, labels):
         return self.unet(x, t, class_labels=labels).sample
@@ -153,8 +173,7 @@ class DiTDecoder(VPDiffusionDecoder):
         self.latent_shape = (tr.config.in_channels, tr.config.sample_size, tr.config.sample_size)
         self.num_classes = self.null_class
         self.class_names = self._id2label(source) or self.default_class_names()
-        self.alphas_cumprod, self.prediction_type, self.clip_sample = _load_scheduler_table(
-            source, o.scheduler_subfolder, cfg.revision)
+        self.set_scheduler(load_scheduler_config(source, o.scheduler_subfolder, cfg.revision))
 
     def _id2label(self, source: str) -> list[str] | None:
         from diffusers import DiffusionPipeline
@@ -195,7 +214,8 @@ class SDOptions:
 @DECODERS.register("diffusers-sd")
 class StableDiffusionDecoder(VPDiffusionDecoder):
     """Stable Diffusion: class names become prompts; the latent is the UNet's initial noise
-    (``[4, H/8, W/8]``); DDIM (eta = 0) or Heun over its schedule, with classifier-free guidance.
+    (``[4, H/8, W/8]``); the pipeline's scheduler (or any deterministic one) or Heun over its schedule,
+with classifier-free guidance and the prompt embeddings computed once per class.
     ``decoder.class_names`` (or ``decoder.num_classes`` with default names) defines the classes."""
 
     Options = SDOptions
@@ -223,12 +243,7 @@ class StableDiffusionDecoder(VPDiffusionDecoder):
             cond, uncond = pipe.encode_prompt(prompts, self.device, 1, True,
                                               negative_prompt=[self.options.negative_prompt] * len(prompts))
         self.cond, self.uncond = cond, uncond
-        sched = pipe.scheduler.config
-        from diffusers import DDIMScheduler
-
-        self.alphas_cumprod = DDIMScheduler.from_config(sched).alphas_cumprod.double().numpy()
-        self.prediction_type = sched.get("prediction_type", "epsilon")
-        self.clip_sample = None
+        self.set_scheduler(dict(pipe.scheduler.config))
 
     def eps_model(self, x, t, labels):
         g = self.sampler.guidance_scale

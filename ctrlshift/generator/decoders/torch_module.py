@@ -16,7 +16,7 @@ import torch
 
 from ...config import meta
 from ...errors import ConfigError
-from .base import DECODERS, Decoder, build_module, to_uint8
+from .base import DECODERS, Decoder, build_module
 
 
 @dataclass
@@ -48,13 +48,12 @@ class TorchDecoder(Decoder):
         self.class_names = self.default_class_names()
 
     @torch.no_grad()
-    def decode(self, z, labels):
-        z = z.to(self.device, non_blocking=True).reshape(-1, *self.latent_shape)
-        labels = labels.to(self.device, non_blocking=True)
+    def decode_float(self, z, labels):
+        z, labels = self.prepare(z, labels)
         if self.options.label_format == "onehot":
             labels = torch.nn.functional.one_hot(labels, self.num_classes).float()
         with self.autocast():
             x = self.module(z, labels)
-        if self.options.output_range == "unit":
+        if torch.is_tensor(x) and self.options.output_range == "unit":
             x = x * 2 - 1
-        return to_uint8(x)
+        return x

@@ -1,0 +1,126 @@
+"""The ``diffusers-pipeline`` backend on tiny random pipelines built from configs: a Stable
+Diffusion UNet pipeline and a flow-matching SD3 transformer pipeline. The decoder's images equal
+calling the pipeline itself with the same ``latents=``, do not depend on the batch size, and the
+latent is the pipeline's initial noise in its own shape."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ctrlshift.errors import ConfigError
+from ctrlshift.generator.decoders import DecoderConfig, RuntimeConfig, create_decoder
+from ctrlshift.generator.decoders.diffusers_pipeline import pack_flux, unpack_flux
+from ctrlshift.generator.samplers import SamplerConfig
+
+from .conftest import byte_clip_tokenizer
+
+NAMES = ["cat", "dog", "eel"]
+
+
+@pytest.fixture(scope="module")
+def tiny_sd3_dir(tmp_path_factory):
+    """SD3 with two tiny CLIP text encoders (no T5: SD3 pads with zeros without it), a tiny
+    SD3Transformer2DModel and its FlowMatchEulerDiscreteScheduler."""
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    root = tmp_path_factory.mktemp("tiny-sd3")
+    tok, vocab = byte_clip_tokenizer(root / "tok")
+    end = vocab["<|endoftext|>"]
+    torch.manual_seed(0)
+
+    def clip():
+        return CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=77, projection_dim=16, bos_token_id=vocab["<|startoftext|>"], eos_token_id=end,
+            pad_token_id=end))
+
+    tr = SD3Transformer2DModel(sample_size=4, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+                               num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=32,
+                               pooled_projection_dim=32, out_channels=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=4, sample_size=8, shift_factor=0.06, scaling_factor=1.5)
+    pipe = StableDiffusion3Pipeline(transformer=tr, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+                                    text_encoder=clip(), tokenizer=tok, text_encoder_2=clip(), tokenizer_2=tok,
+                                    text_encoder_3=None, tokenizer_3=None)
+    pipe.save_pretrained(root / "pipe")
+    return root / "pipe"
+
+
+NO_T5 = {"text_encoder_3": None, "tokenizer_3": None}  # how users load SD3 without its T5 encoder too
+
+
+def pipeline_images(source, z, labels, steps, guidance, template="a photo of a {}", **kwargs):
+    """The pipeline itself, called with the same latents and prompts."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    _, h, w = z.shape[1:]
+    prompts = [template.format(NAMES[k]) for k in labels]
+    return pipe(prompt=prompts, latents=z, num_inference_steps=steps, guidance_scale=guidance, output_type="pt",
+                height=h * pipe.vae_scale_factor, width=w * pipe.vae_scale_factor).images
+
+
+@pytest.mark.parametrize("which, guidance", [("sd", 1.0), ("sd", 3.0), ("sd3", 1.0), ("sd3", 3.0)])
+def test_pipeline_decoder_equals_the_pipeline(request, which, guidance):
+    source = request.getfixturevalue("tiny_sd_dir" if which == "sd" else "tiny_sd3_dir")
+    extra = NO_T5 if which == "sd3" else {}
+    cfg = DecoderConfig(backend="diffusers-pipeline", source=str(source), class_names=NAMES,
+                        options={"pipeline_kwargs": extra})
+    dec = create_decoder(cfg, SamplerConfig(steps=3, guidance_scale=guidance), RuntimeConfig(device="cpu"))
+    assert dec.latent_shape == (4, 4, 4) and dec.num_classes == 3
+    z = torch.randn(3, *dec.latent_shape, generator=torch.Generator().manual_seed(0))
+    labels = [2, 0, 1]
+    ours = dec.decode_float(z.reshape(3, -1), torch.tensor(labels))
+    ref = pipeline_images(source, z, labels, 3, guidance, **extra) * 2 - 1
+    assert ours.shape == (3, 3, 8, 8)
+    assert float((ours - ref).abs().max()) <= 1e-5
+    one = torch.cat([dec.decode_float(z[k:k + 1].reshape(1, -1), torch.tensor(labels[k:k + 1])) for k in range(3)])
+    assert float((one - ours).abs().max()) <= 1e-5  # batch size does not change an image
+    images = dec.decode(z.reshape(3, -1), torch.tensor(labels))
+    assert images.dtype == torch.uint8 and images.shape == (3, 8, 8, 3)
+    assert torch.equal(images, dec.decode(z.reshape(3, -1), torch.tensor(labels)))
+    ident = dec.identity()
+    assert ident["prompts"] == ["a photo of a cat", "a photo of a dog", "a photo of a eel"]
+    expected = "FlowMatchEulerDiscreteScheduler" if which == "sd3" else "DDIMScheduler"
+    assert ident["sampler"]["scheduler"] == expected
+
+
+def test_pipeline_scheduler_swaps_by_name_and_refuses_the_wrong_kind(tiny_sd_dir, tiny_sd3_dir):
+    cpu = RuntimeConfig(device="cpu")
+    cfg = DecoderConfig(backend="diffusers-pipeline", source=str(tiny_sd_dir), class_names=NAMES)
+    dec = create_decoder(cfg, SamplerConfig(name="dpmsolver++", steps=3), cpu)
+    assert dec.identity()["sampler"]["scheduler"] == "DPMSolverMultistepScheduler"
+    flow = DecoderConfig(backend="diffusers-pipeline", source=str(tiny_sd3_dir), class_names=NAMES,
+                         options={"pipeline_kwargs": NO_T5})
+    with pytest.raises(ConfigError, match="'ddim' \\(DDIMScheduler\\) cannot drive this flow-matching model"):
+        create_decoder(flow, SamplerConfig(name="ddim"), cpu)
+    with pytest.raises(ConfigError, match="'euler-ancestral' .* adds fresh noise"):
+        create_decoder(cfg, SamplerConfig(name="euler-ancestral"), cpu)
+    with pytest.raises(ConfigError, match="sampler.name: the diffusers-pipeline backend decodes with"):
+        create_decoder(cfg, SamplerConfig(name="edm-heun"), cpu)
+    with pytest.raises(ConfigError, match="decoder.class_names: a text-to-image pipeline needs the class names"):
+        create_decoder(DecoderConfig(backend="diffusers-pipeline", source=str(tiny_sd_dir)), SamplerConfig(), cpu)
+    with pytest.raises(ConfigError, match="decoder.latent_shape: \\[3, 4, 4\\]; the pipeline's latent has 4 channels"):
+        create_decoder(DecoderConfig(backend="diffusers-pipeline", source=str(tiny_sd_dir), class_names=NAMES,
+                                     latent_shape=[3, 4, 4]), SamplerConfig(), cpu)
+
+
+def test_the_latent_shape_picks_the_resolution(tiny_sd_dir):
+    cfg = DecoderConfig(backend="diffusers-pipeline", source=str(tiny_sd_dir), class_names=NAMES,
+                        latent_shape=[4, 8, 8], options={"negative_prompt": "blurry"})
+    dec = create_decoder(cfg, SamplerConfig(steps=2, guidance_scale=2.0), RuntimeConfig(device="cpu"))
+    assert dec.decode(torch.randn(2, 4 * 64), torch.tensor([0, 1])).shape == (2, 16, 16, 3)
+
+
+def test_flux_packing_is_a_permutation_and_inverts():
+    z = torch.randn(2, 16, 6, 8)
+    packed = pack_flux(z)
+    assert packed.shape == (2, 12, 64)
+    assert torch.equal(unpack_flux(packed, 16, 6, 8), z)
+    assert torch.equal(packed.flatten(1).sort().values, z.flatten(1).sort().values)  # same numbers, moved
+    assert torch.equal(packed[0, 0, :4], z[0, 0, :2, :2].flatten())  # channel 0's first 2x2 patch first
