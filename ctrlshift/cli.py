@@ -149,6 +149,17 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True)
     ex.add_argument("--no-progress", action="store_true")
 
+    cv = sub.add_parser("convert", help="convert a released EDM .pkl to safetensors + JSON (no pickled code runs)",
+                        description="Read a released NVlabs EDM checkpoint (path or URL) with ctrlshift's safe "
+                                    "reader (the code the pickle carries is never run; any global outside an EDM "
+                                    "network is refused), rebuild the network with ctrlshift's own EDM modules and "
+                                    "write OUT/config.json and OUT/model.safetensors. Use OUT as decoder.source of the "
+                                    "edm backend: it loads with no pickle at all.")
+    cv.add_argument("kind", choices=["edm"])
+    cv.add_argument("pickle", metavar="PKL", help="an EDM .pkl file or URL")
+    cv.add_argument("--out", required=True, metavar="DIR")
+    cv.add_argument("--key", default="ema", help="entry of the pickle that holds the network (default: ema)")
+
     q = sub.add_parser("quickstart", help="generate, train, evaluate, tabulate and plot on the embedded model (CPU, minutes)",
                        description="The whole pipeline offline: the three paper families from the embedded tiny "
                                    "MNIST generator, a ResNet-20 and an MLP-Mixer trained on each base value and "
@@ -379,6 +390,16 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from .generator.decoders.edm import fetch
+    from .generator.networks.edm_pickle import convert
+
+    path = fetch(args.pickle)
+    out = convert(path.read_bytes(), Path(args.out), str(path), args.key)
+    print(f"wrote {out / 'config.json'} and {out / 'model.safetensors'}; use decoder.backend=edm decoder.source={out}")
+    return 0
+
+
 def _list_presets(pattern: str) -> list[str]:
     """Presets grouped by the job they configure, each with its description."""
     import fnmatch
@@ -429,7 +450,7 @@ def _cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": _cmd_generate, "latents": _cmd_latents, "check": _cmd_check, "export": _cmd_export,
+COMMANDS = {"convert": _cmd_convert, "generate": _cmd_generate, "latents": _cmd_latents, "check": _cmd_check, "export": _cmd_export,
             "consistency": _cmd_consistency, "publish": _cmd_publish, "verify": _cmd_verify,
             "evaluate": _cmd_evaluate,
             "build": _cmd_build, "quickstart": _cmd_quickstart, "probe": _cmd_probe, "gap": _cmd_gap,

@@ -70,7 +70,11 @@ CASES = [
     ("bad-type", "generate {cfg} sampler.steps=abc --dry-run", "sampler.steps: expected an integer, got 'abc'"),
     ("out-of-range", "generate {cfg} sampler.steps=0 --dry-run", "sampler.steps: 0 is out of range"),
     ("unknown-family", "generate {cfg} shifts.0.family=trunc --dry-run", "shifts.0.family: unknown shift family 'trunc'"),
-    ("unknown-sampler", "generate {cfg} sampler.name=ddpm --dry-run", "sampler.name: unknown sampler 'ddpm'"),
+    ("unknown-sampler", "generate {cfg} sampler.name=ddimm --dry-run", "sampler.name: unknown sampler 'ddimm'"),
+    ("stochastic-sampler", "generate {cfg} sampler.name=ddpm --dry-run",
+     "sampler.name: 'ddpm' (DDPMScheduler) adds fresh noise at every step; a Control+Shift decoder must be a "
+     "function of its latent, so use one of model, ddim"),
+    ("bad-quantize", "generate {cfg} output.quantize=nearest --dry-run", "output.quantize: 'nearest'"),
     ("unknown-backend", "generate {cfg} decoder.backend=nope --dry-run", "decoder.backend: unknown decoder backend 'nope'"),
     ("all-splits-empty", "generate {cfg} splits.train.size=0 splits.val.size=0 splits.test.size=0 --dry-run",
      "splits: every split has size 0"),

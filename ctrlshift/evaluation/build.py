@@ -53,7 +53,7 @@ class Entry:
         medians = [run.flip["median"] if run.flip["median"] is not None else math.inf
                    for run in self.runs if run.flip]
         if medians and all(math.isinf(m) for m in medians):
-            return f">{max(run.flip.get('max_distance', math.nan) for run in self.runs):.3g}"
+            return f">{max(run.flip.get('max_distance', math.nan) for run in self.runs if run.flip):.3g}"
         if medians:
             return f"{mean_std([m for m in medians if math.isfinite(m)])[0]:.3g}"
         return "-"

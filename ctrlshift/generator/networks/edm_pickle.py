@@ -65,13 +65,33 @@ class Record:
         for name, child in (self.state.get("_modules") or {}).items():
             if isinstance(child, Record):
                 out.update(child.tensors(f"{prefix}{name}."))
-            elif isinstance(child, torch.nn.Module):
-                out.update({f"{prefix}{name}.{k}": v for k, v in child.state_dict().items()})
         return out
+
+
+class ContainerRecord(Record):
+    """A plain torch container (``ModuleDict``, ``ModuleList``, ``Sequential``) inside an EDM
+    network: pickled as its class and ``__dict__``, kept here as a record of that state."""
+
+    torch_class = ""
+
+    def __setstate__(self, state):
+        self.meta, self.class_name, self.module_src = {}, self.torch_class, ""
+        self.state = dict(state)
+
+
+def _container(name: str) -> type:
+    return type(f"{name}Record", (ContainerRecord,), {"torch_class": name})
 
 
 class EasyDict(dict):
     """Stands in for ``dnnlib.util.EasyDict`` (a dict with attribute access) in pickled metadata."""
+
+
+def _copyreg_reconstructor(cls, base, state):
+    """``copyreg._reconstructor`` for the allowed record classes only (protocols 0 and 1)."""
+    if not (isinstance(cls, type) and issubclass(cls, ContainerRecord)) or base is not object:
+        raise pickle.UnpicklingError(f"copyreg._reconstructor of {cls!r} is not allowed")
+    return cls.__new__(cls)
 
 
 def _reconstruct(meta):
@@ -122,6 +142,9 @@ def _allowed() -> dict:
         ("torch.storage", "_load_from_bytes"): _load_storage,
         ("torch", "Size"): torch.Size, ("torch", "device"): torch.device,
     }
+    for name in ("ModuleDict", "ModuleList", "Sequential"):
+        allowed[("torch.nn.modules.container", name)] = _container(name)
+    allowed[("copyreg", "_reconstructor")] = _copyreg_reconstructor
     if hasattr(tu, "_rebuild_parameter_with_state"):
         allowed[("torch._utils", "_rebuild_parameter_with_state")] = tu._rebuild_parameter_with_state
     for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "bool"):
