@@ -417,13 +417,20 @@ def _list_presets(pattern: str) -> list[str]:
     return lines
 
 
-def _registry(spec: str):
-    """A lister from ``module:REGISTRY``: the module is imported only when that listing is asked for."""
+def _registry(spec: str, describe: bool = False):
+    """A lister from ``module:REGISTRY``: the module is imported only when that listing is asked for;
+    ``describe`` adds the first line of each entry's docstring."""
     def lister(pattern: str) -> list[str]:
         import importlib
 
         module, _, attr = spec.partition(":")
-        return getattr(importlib.import_module(module), attr).list(pattern)
+        registry = getattr(importlib.import_module(module), attr)
+        names = registry.list(pattern)
+        if not describe:
+            return names
+        width = max((len(n) for n in names), default=0)
+        docs = [((registry.get(n).__doc__ or "").strip().splitlines() or [""])[0] for n in names]
+        return [f"{n:<{width}}  {d}".rstrip() for n, d in zip(names, docs)]
 
     return lister
 
@@ -436,8 +443,8 @@ def _list_models(pattern: str) -> list[str]:
 
 LISTINGS = {
     "families": _registry("ctrlshift.generator.shifts:FAMILIES"),
-    "decoders": _registry("ctrlshift.generator.decoders:DECODERS"),
-    "samplers": _registry("ctrlshift.generator.samplers:SAMPLERS"),
+    "decoders": _registry("ctrlshift.generator.decoders:DECODERS", describe=True),
+    "samplers": _registry("ctrlshift.generator.samplers:SAMPLERS", describe=True),
     "models": _list_models,
     "vlm-backends": _registry("ctrlshift.models.vlm:VLM_BACKENDS"),
     "data-sources": _registry("ctrlshift.dataset.sources:SOURCES"),

@@ -53,16 +53,67 @@ def tiny_sd3_dir(tmp_path_factory):
 NO_T5 = {"text_encoder_3": None, "tokenizer_3": None}  # how users load SD3 without its T5 encoder too
 
 
-def pipeline_images(source, z, labels, steps, guidance, template="a photo of a {}", **kwargs):
+@pytest.fixture(scope="module")
+def tiny_flux_dir(tmp_path_factory):
+    """Flux with a tiny CLIP and a tiny T5 (its tokenizer a character-level Unigram built in
+    memory), a tiny FluxTransformer2DModel taking 2x2-packed latents of a 4-channel VAE."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, T5TokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-flux")
+    tok, vocab = byte_clip_tokenizer(root / "tok")
+    end = vocab["<|endoftext|>"]
+    torch.manual_seed(0)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+                                        bos_token_id=vocab["<|startoftext|>"], eos_token_id=end, pad_token_id=end))
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(chr(c), -1.0) for c in range(32, 127)]
+    unigram = Tokenizer(models.Unigram(pieces, unk_id=2))
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    t5tok = T5TokenizerFast(tokenizer_object=unigram, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                            extra_ids=0)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(pieces), d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2))
+    tr = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+                                num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16,
+                                axes_dims_rope=[2, 2, 4])
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=4, sample_size=8, shift_factor=0.06, scaling_factor=1.5)
+    FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=clip, tokenizer=tok,
+                 text_encoder_2=t5, tokenizer_2=t5tok, transformer=tr).save_pretrained(root / "pipe")
+    return root / "pipe"
+
+
+def test_flux_decodes_its_packed_latents_like_the_pipeline(tiny_flux_dir):
+    """The ctrlshift latent is Flux's unpacked noise [C, H/f, W/f]; packed, it is exactly what the
+    pipeline itself takes as latents=."""
+    cfg = DecoderConfig(backend="diffusers-pipeline", source=str(tiny_flux_dir), class_names=NAMES,
+                        latent_shape=[4, 8, 8], options={"call_kwargs": {"max_sequence_length": 16}})
+    dec = create_decoder(cfg, SamplerConfig(steps=2), RuntimeConfig(device="cpu"))
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    labels = [1, 2]
+    ours = dec.decode_float(z.reshape(2, -1), torch.tensor(labels))
+    ref = pipeline_images(tiny_flux_dir, pack_flux(z), labels, 2, 1.0, max_sequence_length=16, hw=(8, 8)) * 2 - 1
+    assert ours.shape == (2, 3, 16, 16)
+    assert float((ours - ref).abs().max()) <= 1e-5
+    with pytest.raises(ConfigError, match="Flux packs 2x2 patches, so H and W must be even"):
+        create_decoder(DecoderConfig(backend="diffusers-pipeline", source=str(tiny_flux_dir), class_names=NAMES,
+                                     latent_shape=[4, 7, 8]), SamplerConfig(steps=2), RuntimeConfig(device="cpu"))
+
+
+def pipeline_images(source, z, labels, steps, guidance, template="a photo of a {}", hw=None,
+                    max_sequence_length=None, **kwargs):
     """The pipeline itself, called with the same latents and prompts."""
     from diffusers import DiffusionPipeline
 
     pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     pipe.set_progress_bar_config(disable=True)
-    _, h, w = z.shape[1:]
+    h, w = hw or z.shape[-2:]
     prompts = [template.format(NAMES[k]) for k in labels]
+    extra = {"max_sequence_length": max_sequence_length} if max_sequence_length else {}
     return pipe(prompt=prompts, latents=z, num_inference_steps=steps, guidance_scale=guidance, output_type="pt",
-                height=h * pipe.vae_scale_factor, width=w * pipe.vae_scale_factor).images
+                height=h * pipe.vae_scale_factor, width=w * pipe.vae_scale_factor, **extra).images
 
 
 @pytest.mark.parametrize("which, guidance", [("sd", 1.0), ("sd", 3.0), ("sd3", 1.0), ("sd3", 3.0)])

@@ -54,3 +54,16 @@ def test_dry_run_counts_network_calls_through_the_sampler(tiny_dataset, capsys):
     cfg, _ = tiny_dataset
     assert main(["generate", str(cfg), "sampler.name=edm-heun", "sampler.steps=3", "--dry-run"]) == 0
     assert "5 network calls per batch of 3" in capsys.readouterr().out
+
+
+def test_listings_show_the_backends_and_schedulers_with_what_they_are(capsys):
+    from ctrlshift.cli import main
+
+    assert main(["list", "samplers"]) == 0
+    out = capsys.readouterr().out
+    for line in ("flow-euler", "dpmsolver++", "unipc", "model ", "edm-heun"):
+        assert line in out
+    assert "refused: diffusers DDPMScheduler is stochastic" in out
+    assert main(["list", "decoders"]) == 0
+    out = capsys.readouterr().out
+    assert "diffusers-pipeline  Any text-to-image pipeline taking latents=" in out

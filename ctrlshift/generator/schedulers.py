@@ -45,7 +45,7 @@ DETERMINISTIC = {
 STOCHASTIC = {
     "ddpm": "DDPMScheduler", "euler-ancestral": "EulerAncestralDiscreteScheduler",
     "kdpm2-ancestral": "KDPM2AncestralDiscreteScheduler", "dpmsolver-sde": "DPMSolverSDEScheduler",
-    "sde-dpmsolver++": "DPMSolverMultistepScheduler", "lcm": "LCMScheduler", "tcd": "TCDScheduler",
+    "sde-dpmsolver++": "DPMSolverMultistepScheduler (algorithm_type sde-dpmsolver++)", "lcm": "LCMScheduler", "tcd": "TCDScheduler",
 }
 STOCHASTIC_CLASSES = {
     "DDPMScheduler", "DDPMParallelScheduler", "DDPMWuerstchenScheduler", "EulerAncestralDiscreteScheduler",

@@ -115,7 +115,7 @@ class UNetOptions:
 
 @DECODERS.register("diffusers-unet")
 class UNetDecoder(VPDiffusionDecoder):
-    """A class-conditional ``UNet2DModel`` (``num_class_embeds`` set) in pixel space."""
+    """A class-conditional UNet2DModel in pixel space (the embedded tiny model)."""
 
     Options = UNetOptions
 
@@ -150,7 +150,9 @@ class DiTOptions:
 
 @DECODERS.register("diffusers-dit")
 class DiTDecoder(VPDiffusionDecoder):
-    """DiT (``DiTTransformer2DModel``) in the latent space of its ``AutoencoderKL``, with
+    """DiT (class-conditional transformer) in its VAE's latent space, with guidance.
+
+    ``DiTTransformer2DModel`` in the latent space of its ``AutoencoderKL``, with
     classifier-free guidance (``sampler.guidance_scale``; the null class is ``num_embeds_ada_norm``).
     The latent is the transformer's initial noise ``[4, 32, 32]`` for DiT-XL/2-256."""
 
@@ -213,7 +215,9 @@ class SDOptions:
 
 @DECODERS.register("diffusers-sd")
 class StableDiffusionDecoder(VPDiffusionDecoder):
-    """Stable Diffusion: class names become prompts; the latent is the UNet's initial noise
+    """Stable Diffusion 1.x/2.x with prompts embedded once per class (prefer diffusers-pipeline).
+
+    Class names become prompts; the latent is the UNet's initial noise
     (``[4, H/8, W/8]``); the pipeline's scheduler (or any deterministic one) or Heun over its schedule,
 with classifier-free guidance and the prompt embeddings computed once per class.
     ``decoder.class_names`` (or ``decoder.num_classes`` with default names) defines the classes."""

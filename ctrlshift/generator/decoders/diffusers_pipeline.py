@@ -62,7 +62,7 @@ def unpack_flux(packed: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
 
 @DECODERS.register("diffusers-pipeline")
 class PipelineDecoder(Decoder):
-    """A text-to-image ``DiffusionPipeline`` called with ``latents=``; see the module docstring."""
+    """Any text-to-image pipeline taking latents= (SD, SDXL, SD3, PixArt, Sana, Flux, ...)."""
 
     Options = PipelineOptions
 

@@ -117,6 +117,8 @@ def load_edm_pickle(source: str, checkout: str, key: str = "ema") -> torch.nn.Mo
 
 @DECODERS.register("edm")
 class EDMDecoder(Decoder):
+    """NVlabs EDM networks (.pkl read safely, converted folder, or import string), EDM Heun."""
+
     Options = EDMOptions
 
     def __init__(self, cfg, sampler, runtime):

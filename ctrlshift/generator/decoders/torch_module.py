@@ -31,6 +31,8 @@ class TorchOptions:
 
 @DECODERS.register("torch")
 class TorchDecoder(Decoder):
+    """Any torch generator G(z, y) named by an import string (GANs, VAE decoders)."""
+
     Options = TorchOptions
 
     def __init__(self, cfg, sampler, runtime):
