@@ -6,7 +6,7 @@ One JSON file per (model, dataset, family, task, seed), documented in docs/resul
      "dataset": {path, name, hash, family, base_config, axis, axis_unit, class_names?},
      "preprocessing": {...}, "training": {...} | null, "seed",
      "metrics": {config: {value, intensity, distance, top1, top5?, nll, ece, per_class, n}},
-     "summary": {base, worst, drop, nauc, rel_nauc}, "flip": {...} | null,
+     "summary": {base, at_max, min, drop, nauc, rel_nauc}, "flip": {...} | null,
      "ctrlshift_version", "git_commit", "versions"}
 
 :class:`ResultRecord` is that file as a typed object (``to_json`` / ``from_json``); ``collect``
@@ -63,7 +63,7 @@ class ResultRecord(JsonRecord):
     dataset: DatasetRef
     seed: int
     metrics: dict[str, dict]  # config -> metrics at that value
-    summary: dict  # base, worst, drop, nauc, rel_nauc
+    summary: dict  # base, at_max, min, drop, nauc, rel_nauc
     flip: dict | None = None
     preprocessing: dict = field(default_factory=dict)
     training: dict | None = None
@@ -97,7 +97,7 @@ class ResultRecord(JsonRecord):
 
     def summary_line(self) -> str:
         s = self.summary
-        return (f"{self.family}/{self.run_id}: clean {100 * s['base']:.1f}%, worst {100 * s['worst']:.1f}%, "
+        return (f"{self.family}/{self.run_id}: clean {100 * s['base']:.1f}%, at max {100 * s['at_max']:.1f}%, "
                 f"nAUC {100 * s['nauc']:.1f}%")
 
     def to_json(self) -> dict:
@@ -138,7 +138,7 @@ def schema_problem(data: dict) -> str | None:
                 return f"field 'metrics.{config}.{key}': expected a number"
         if m["top1"] is not None and not 0 <= m["top1"] <= 1:
             return f"field 'metrics.{config}.top1': {m['top1']!r} is not an accuracy in [0, 1]"
-    for key in ("base", "worst", "drop", "nauc"):
+    for key in ("base", "at_max", "min", "drop", "nauc"):
         if not _number(data["summary"].get(key)):
             return f"field 'summary.{key}': expected a number"
     return None
@@ -146,6 +146,17 @@ def schema_problem(data: dict) -> str | None:
 
 def write_result(path: str | Path, result: ResultRecord) -> None:
     atomic_write_json(path, result.to_json())
+
+
+def upgrade_summary(data: dict) -> None:
+    """Files written before ``worst`` was renamed: ``worst`` was the accuracy at the largest
+    intensity (``at_max``); ``min`` is recomputed from the metrics."""
+    s = data.get("summary")
+    if isinstance(s, dict) and "worst" in s and "at_max" not in s:
+        s["at_max"] = s.pop("worst")
+        tops = [m.get("top1") for m in (data.get("metrics") or {}).values() if isinstance(m, dict)]
+        tops = [t for t in tops if isinstance(t, (int, float))]
+        s.setdefault("min", min(tops) if tops else s["at_max"])
 
 
 def read_result(path: str | Path) -> ResultRecord:
@@ -166,6 +177,7 @@ def _read(path: str | Path) -> ResultRecord:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise CtrlshiftError(f"{path}: result file lacks {missing}")
+    upgrade_summary(data)
     problem = schema_problem(data)
     if problem:
         raise CtrlshiftError(f"{path}: {problem} (see docs/results.md)")

@@ -32,6 +32,24 @@ def test_metrics_against_hand_computation():
     assert "top5" not in m  # only with more than 5 classes
 
 
+def test_ece_bins_follow_torchmetrics_at_the_edges():
+    """Bins are [lo, hi): a confidence of exactly 0.6 falls in [0.6, 0.8), not [0.4, 0.6); a
+    confidence of 1.0 has a bin of its own."""
+    import math
+
+    def logits_for(p):  # two classes, class 0 with probability p
+        return torch.tensor([[math.log(p), math.log(1 - p)]], dtype=torch.float64) if p < 1 else \
+            torch.tensor([[0.0, -1e4]], dtype=torch.float64)
+
+    logits = torch.cat([logits_for(0.6), logits_for(0.75)])
+    labels = torch.tensor([0, 1])  # right at 0.6, wrong at 0.75: one bin [0.6, 0.8) -> |0.5 - 0.675|
+    assert ece(logits, labels, bins=5) == pytest.approx(0.175, abs=1e-9)
+    # with (lo, hi] bins 0.6 would sit alone in (0.4, 0.6]: 0.5 * 0.4 + 0.5 * 0.75 = 0.575
+    ones = torch.cat([logits_for(1.0), logits_for(0.9)])
+    # wrong at 1.0, right at 0.9: separate bins give 0.5 * 1.0 + 0.5 * 0.1; one bin would give 0.45
+    assert ece(ones, torch.tensor([1, 0]), bins=5) == pytest.approx(0.55, abs=1e-9)
+
+
 def test_ece_single_bin_by_hand():
     # two predictions, both with confidence 0.8 (same bin), one right: |0.5 - 0.8| = 0.3
     p = math.log(0.8 / 0.2)
@@ -49,9 +67,37 @@ def test_top5_with_many_classes():
 
 def test_sweep_summary_by_hand():
     s = sweep_summary([0.0, 0.5, 1.0], [0.9, 0.7, 0.5])
-    assert s["base"] == 0.9 and s["worst"] == 0.5 and s["drop"] == pytest.approx(0.4)
+    assert s["base"] == 0.9 and s["at_max"] == 0.5 and s["min"] == 0.5 and s["drop"] == pytest.approx(0.4)
     assert s["nauc"] == pytest.approx((0.8 * 0.5 + 0.6 * 0.5) / 1.0)
     assert s["rel_nauc"] == pytest.approx(0.7 / 0.9)
+
+
+def test_at_max_is_the_last_value_and_min_the_lowest():
+    s = sweep_summary([0.0, 0.5, 1.0], [0.9, 0.4, 0.6])  # not monotone: the lowest is in the middle
+    assert s["at_max"] == 0.6 and s["min"] == 0.4 and s["drop"] == pytest.approx(0.3)
+
+
+def test_result_files_from_before_the_rename_read_with_at_max_and_min(tiny_dataset, tmp_path):
+    import json
+
+    from ctrlshift.cli import main
+    from ctrlshift.results import read_result
+
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text("models: [{name: mlp_mixer, kwargs: {dim: 16, depth: 1}}]\naugments: [none]\n"
+                   "families: [truncation]\ntrain: {epochs: 1, batch_size: 4}\ndevice: cpu\n")
+    assert main(["evaluate", str(cfg), "--data", str(tiny_dataset[1]), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    path = next((tmp_path / "r").rglob("*.json"))
+    data = json.loads(path.read_text())
+    data["summary"]["worst"] = data["summary"].pop("at_max")
+    del data["summary"]["min"]
+    path.write_text(json.dumps(data))
+    r = read_result(path)
+    assert r.summary["at_max"] == data["summary"]["worst"]
+    assert r.summary["min"] == min(m["top1"] for m in data["metrics"].values())
+    assert main(["build", str(tmp_path / "r")]) == 0
+    assert "| clean | at max | min | drop |" in (tmp_path / "r" / "leaderboard.md").read_text()
 
 
 def test_sweep_summary_on_a_falling_axis():
@@ -265,8 +311,8 @@ def test_build_merges_seeds_into_table_and_plots(tmp_path):
     assert main(["build", str(tmp_path)]) == 0
     md = (tmp_path / "leaderboard.md").read_text()
     rows = [l for l in md.splitlines() if l.startswith("| 1 ") or l.startswith("| 2 ")]
-    assert rows[0].startswith("| 1 | cnn | 2 | 85.0 ± 7.1 | 55.0 ± 7.1 | 30.0 ± 0.0 |")
-    assert rows[1].startswith("| 2 | mixer | 1 | 70.0 | 30.0 | 40.0 |")
+    assert rows[0].startswith("| 1 | cnn | 2 | 85.0 ± 7.1 | 55.0 ± 7.1 | 55.0 ± 7.1 | 30.0 ± 0.0 |")
+    assert rows[1].startswith("| 2 | mixer | 1 | 70.0 | 30.0 | 30.0 | 40.0 |")
     assert rows[0].endswith("| 0.5 |") and rows[1].endswith("| >1.26 |")  # flip: median, or beyond the sweep
     csv_lines = (tmp_path / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + 3 * 3

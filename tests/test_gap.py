@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import json
+
 import pytest
 import torch
 
@@ -154,3 +156,50 @@ def test_toy_ends_with_a_gap_orthogonal_to_both_modalities():
     assert last["gap_norm"] > 0.5  # the gap froze instead of closing
     assert last["var_share_x"] < 1e-3 and last["var_share_y"] < 1e-3
     assert last["gap_in_span_x"] < 0.05 and last["gap_in_span_y"] < 0.05
+
+
+@pytest.mark.parametrize("renormalize", [True, False])
+@pytest.mark.parametrize("kind", ["projected", "mean", "liang"])
+def test_alpha_one_closes_the_gap_for_every_kind(kind, renormalize):
+    """One scale for all corrections: at alpha = 1 the gap along the moved direction is zero on
+    the fitting embeddings, below it some gap is left, above it the gap is reversed."""
+    X, T, _ = clusters(gap=0.6)
+    X, T = gm.normalize(X), gm.normalize(T)
+    c = fit(kind, X, T, alpha=1.0, renormalize=renormalize)
+    assert abs(c.residual(X, T, c.step)) < 1e-9
+    assert c.with_alpha(0.5).residual(X, T, c.with_alpha(0.5).step) > 0
+    assert c.with_alpha(1.5).residual(X, T, c.with_alpha(1.5).step) < 0
+    if kind != "liang" and not renormalize:
+        assert c.scale == pytest.approx(1.0, abs=1e-12)  # the plain shift needs no calibration
+    if kind == "liang":  # the L2M is smallest near alpha = 1, not at Liang's lambda = 1
+        l2m = {a: gm.l2m(c.with_alpha(a).images(X), c.with_alpha(a).texts(T)) for a in (0.0, 0.8, 1.0, 1.2)}
+        assert l2m[1.0] < min(l2m[0.8], l2m[1.2], l2m[0.0])
+        assert c.lam == pytest.approx(c.scale)
+        assert c.with_lambda(0.3).lam == pytest.approx(0.3)
+        assert gm.l2m(c.with_lambda(1.0).images(X), c.with_lambda(1.0).texts(T)) > l2m[1.0]
+
+
+def test_liang_lambda_is_saved_and_old_files_keep_their_meaning(tmp_path):
+    X, T, _ = clusters()
+    X, T = gm.normalize(X), gm.normalize(T)
+    c = fit("liang", X, T, alpha=0.5)
+    c.save(tmp_path / "c")
+    meta = json.loads((tmp_path / "c.json").read_text())
+    assert meta["lambda"] == pytest.approx(0.5 * c.scale) and meta["scale"] == pytest.approx(c.scale)
+    del meta["scale"]  # a file from before the scale: its alpha was Liang's lambda
+    (tmp_path / "c.json").write_text(json.dumps(meta))
+    old = Correction.load(tmp_path / "c")
+    assert old.lam == 0.5
+
+
+def test_rmg_uses_the_distinct_class_texts_for_the_within_text_term():
+    X, T, labels = clusters(n=40, k=4)
+    X, T = gm.normalize(X), gm.normalize(T)
+    d = lambda a, b: (1 - a @ b.T) / 2  # noqa: E731
+    m = float(torch.diagonal(d(X, T[labels])).mean())
+    off = lambda z: float((d(z, z).sum() - d(z, z).diagonal().sum()) / (len(z) * (len(z) - 1)))  # noqa: E731
+    expected = m / (0.5 * (off(X) + off(T)) + m)
+    assert gm.rmg(X, T[labels], texts=T) == pytest.approx(expected, rel=1e-12)
+    assert gm.rmg(X, T[labels]) != pytest.approx(expected, rel=1e-3)  # copies lower the text spread
+    report = gm.gap_report(X, T[labels], paired=True, texts=T)
+    assert report["rmg"] == pytest.approx(expected) and report["rmg_text_set"] == "distinct class texts"

@@ -1,7 +1,7 @@
 """The ``build`` step: result files -> ``results.csv``, ``leaderboard.md`` and plots.
 
 ``build(RESULTS_DIR)`` writes ``results.csv`` (one row per run and config), ``leaderboard.md`` (per
-family: mean +- std over seeds of clean accuracy, worst accuracy, drop and normalised AUC, and the
+family: mean +- std over seeds of clean accuracy, accuracy at the largest intensity, the lowest accuracy, drop and normalised AUC, and the
 median flip intensity) and ``plots/<dataset>-<family>.png`` / ``.svg`` (accuracy against intensity,
 a band of +- one std over seeds, or the Wilson 95% interval of each point for a single seed), plus ``plots/<dataset>-all`` with every family side by side.
 """
@@ -26,7 +26,7 @@ from .robustness import mean_std
 
 log = logging.getLogger(__name__)
 
-SUMMARY_KEYS = ("base", "worst", "drop", "nauc")
+SUMMARY_KEYS = ("base", "at_max", "min", "drop", "nauc")
 
 
 @dataclass
@@ -92,14 +92,15 @@ def _fmt(mean: float, std: float, seeds: int) -> str:
 def leaderboard(by_family: dict[tuple[str, str], list[Entry]]) -> str:
     lines = ["# Leaderboard\n",
              "Accuracy (%) of models trained on the base value and tested at every intensity; "
-             "mean ± std over seeds. nAUC: mean accuracy over the intensity range. "
+             "mean ± std over seeds. At max: accuracy at the largest intensity; min: the lowest anywhere in "
+             "the sweep. nAUC: mean accuracy over the intensity range. "
              "Flip: median distance from the base value (on the family's axis) at which a correct "
              "prediction turns wrong; >x when most never do within the sweep. ✓: every seed re-verified "
              "(`ctrlshift verify`).\n"]
     for (ds, fam), entries in sorted(by_family.items()):
         lines.append(f"## {ds} / {fam} (axis: {entries[0].runs[0].dataset.axis or 'intensity'})\n")
-        lines.append("| rank | model | seeds | clean | worst | drop | nAUC | flip |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append("| rank | model | seeds | clean | at max | min | drop | nAUC | flip |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         for k, e in enumerate(entries, 1):
             cells = " | ".join(_fmt(*e.summary(key), e.seeds) for key in SUMMARY_KEYS)
             mark = " ✓" if e.verified else ""

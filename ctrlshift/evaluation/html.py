@@ -51,7 +51,7 @@ document.querySelectorAll("table.leaderboard").forEach(function (table) {
 """
 
 COLUMNS = [("rank", "num"), ("model", "text"), ("recipe", "text"), ("seeds", "num"), ("clean", "num"),
-           ("worst", "num"), ("drop", "num"), ("nAUC", "num"), ("flip", "num"), ("verified", "text"),
+           ("at max", "num"), ("min", "num"), ("drop", "num"), ("nAUC", "num"), ("flip", "num"), ("verified", "text"),
            ("results", "text")]
 
 

@@ -3,7 +3,8 @@
 - ``top1``, ``top5`` (only with more than 5 classes): accuracy in [0, 1];
 - ``nll``: mean negative log-likelihood of the true class (natural log);
 - ``ece``: expected calibration error with ``bins`` equal-width confidence bins,
-  ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``;
+  ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``; the bins are ``[lo, hi)`` with confidence 1.0 in a
+  bin of its own, torchmetrics' convention (``MulticlassCalibrationError``, l1 norm);
 - ``per_class``: accuracy per true class (NaN for a class with no sample);
 - ``acc1``, ``acc5``, ``mean_per_class_recall``: the same under CLIP_benchmark's names (the mean of
   ``per_class`` over classes with samples), so its tooling reads ctrlshift results.
@@ -29,9 +30,10 @@ def ece(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
     conf, pred = probs.max(1)
     correct = (pred == labels).double()
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    index = torch.bucketize(conf, edges, right=True) - 1  # [lo, hi) -> 0..bins-1; exactly 1.0 -> bins
     total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (conf > lo) & (conf <= hi)
+    for b in range(bins + 1):
+        inside = index == b
         if inside.any():
             total += float(inside.double().mean() * (correct[inside].mean() - conf[inside].mean()).abs())
     return total

@@ -4,8 +4,9 @@ A sweep is the accuracy at the intensities ``x_0, x_1, ...`` of one family, orde
 distance ``d_k = |x_k - x_0|`` from the train value ``x_0`` (an axis may fall as the shift grows, as
 subspace_scale's does). Summaries:
 
-- ``base``: accuracy at ``x_0``; ``worst``: at the largest intensity;
-- ``drop``: ``base - worst`` (accuracy points lost over the sweep);
+- ``base``: accuracy at ``x_0``; ``at_max``: at the largest intensity; ``min``: the lowest accuracy
+  anywhere in the sweep (below ``at_max`` when the curve is not monotone);
+- ``drop``: ``base - at_max`` (accuracy points lost over the sweep);
 - ``nauc``: the normalised area under the accuracy-intensity curve,
   ``trapz(acc, d) / d_max``, i.e. the mean accuracy over the intensity range;
 - ``rel_nauc``: ``nauc / base``, 1 for a model that loses nothing.
@@ -40,7 +41,7 @@ def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
 def sweep_summary(intensities: Sequence[float], accuracies: Sequence[float]) -> dict:
     d = distances(intensities)
     y = np.asarray(accuracies, dtype=np.float64)
-    out = {"base": float(y[0]), "worst": float(y[-1]), "drop": float(y[0] - y[-1])}
+    out = {"base": float(y[0]), "at_max": float(y[-1]), "min": float(y.min()), "drop": float(y[0] - y[-1])}
     out["nauc"] = trapezoid(y, d) / d[-1] if d[-1] > 0 else float(y[0])
     out["rel_nauc"] = out["nauc"] / out["base"] if out["base"] > 0 else float("nan")
     return out

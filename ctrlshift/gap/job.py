@@ -158,7 +158,7 @@ def run(cfg: GapConfig, out: str | Path, progress: bool = True) -> GapRun:
     report = GapReport.from_json({
         "vlm": vlm.identity, "data": key, "templates": cfg.templates, "reference_templates": ref_set,
         "n_images": len(X), "dim": X.shape[1], "classes": gap_report(X, T),
-        "pairs": gap_report(X, T[labels], paired=True),
+        "pairs": gap_report(X, T[labels], paired=True, texts=T),
         "clean_top1": float(((X @ T.T).argmax(1) == labels).double().mean()),
         "reworded_top1": {s: float(((X @ R.T).argmax(1) == labels).double().mean()) for s, R in reworded.items()},
         "config": to_dict(cfg), **stamp()})

@@ -38,22 +38,25 @@ def _mean_offdiag(d: torch.Tensor) -> torch.Tensor:
     return (d.sum() - d.diagonal().sum()) / (n * (n - 1))
 
 
-def rmg(X: torch.Tensor, Y: torch.Tensor) -> float:
+def rmg(X: torch.Tensor, Y: torch.Tensor, texts: torch.Tensor | None = None) -> float:
     """Relative modality gap, after Schrodi et al. (ICLR 2025): the mean cosine dissimilarity
     ``d(a, b) = (1 - cos(a, b)) / 2`` of matched pairs, relative to the mean within-modality
     dissimilarity plus itself::
 
-        RMG = m / (0.5 (intra_X + intra_Y) + m),  m = mean_i d(x_i, y_i)
+        RMG = m / (0.5 (intra_X + intra_T) + m),  m = mean_i d(x_i, y_i)
 
     0 when matched pairs coincide; near 1 when pairs are far apart compared with the spread of
-    each modality. X and Y must be matched pairs."""
+    each modality. X and Y must be matched pairs. ``texts`` is the text set of the within-text
+    term: for classification data the K distinct class texts, as Schrodi et al. compute it (with
+    the matched copies ``Y`` instead, same-class pairs would enter it at dissimilarity 0)."""
     if X.shape != Y.shape:
         raise ValueError(f"RMG needs matched pairs; got {tuple(X.shape)} and {tuple(Y.shape)}")
     x, y = normalize(X.double()), normalize(Y.double())
+    t = y if texts is None else normalize(texts.double())
     m = ((1 - (x * y).sum(1)) / 2).mean()
     ix = _mean_offdiag((1 - x @ x.T) / 2)
-    iy = _mean_offdiag((1 - y @ y.T) / 2)
-    return float(m / (0.5 * (ix + iy) + m))
+    it = _mean_offdiag((1 - t @ t.T) / 2)
+    return float(m / (0.5 * (ix + it) + m))
 
 
 def centred_span(Z: torch.Tensor, rel_tol: float = 1e-6) -> torch.Tensor:
@@ -83,8 +86,11 @@ def pc_cosines(Z: torch.Tensor, g: torch.Tensor, k: int = 5) -> list[float]:
     return (V.T @ gh).abs().tolist()
 
 
-def gap_report(X: torch.Tensor, Y: torch.Tensor, paired: bool = False, k: int = 5) -> dict:
-    """Every gap metric as a dict of floats (lists for per-component values)."""
+def gap_report(X: torch.Tensor, Y: torch.Tensor, paired: bool = False, k: int = 5,
+               texts: torch.Tensor | None = None) -> dict:
+    """Every gap metric as a dict of floats (lists for per-component values). For paired
+    ``(X, Y)`` built from class texts, ``texts`` are the distinct class texts of RMG's within-text
+    term (see :func:`rmg`)."""
     g = gap_vector(X, Y)
     total_x = float(X.double().var(0, unbiased=False).sum())
     total_y = float(Y.double().var(0, unbiased=False).sum())
@@ -98,5 +104,6 @@ def gap_report(X: torch.Tensor, Y: torch.Tensor, paired: bool = False, k: int = 
     }
     if paired:
         out["l2i"] = l2i(X, Y)
-        out["rmg"] = rmg(X, Y)
+        out["rmg"] = rmg(X, Y, texts)
+        out["rmg_text_set"] = "distinct class texts" if texts is not None else "the paired texts"
     return out

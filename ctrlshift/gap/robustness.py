@@ -51,7 +51,8 @@ def robustness_curves(X: torch.Tensor, T: torch.Tensor, labels: torch.Tensor, co
         c = correction.with_alpha(float(a))
         Xc, Tc = c.images(X), c.texts(T)
         pred = predict(Xc, Tc)
-        row = {"alpha": float(a), "clean_top1": float((pred == labels).double().mean()),
+        row = {"alpha": float(a), **({"lambda": c.lam} if c.lam is not None else {}),
+               "clean_top1": float((pred == labels).double().mean()),
                "noise": {str(s): noise_robustness(Xc, Tc, s, trials, seed) for s in sigma2s},
                "quantisation": {str(b): unchanged(pred, predict(quantize(Xc, b), Tc)) for b in bins}}
         if reworded:
