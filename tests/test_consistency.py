@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+import torch
+
 import yaml
 
 from ctrlshift.cli import main
@@ -27,6 +30,8 @@ def test_consistency_is_recorded_and_evaluate_can_use_it(tiny_dataset, tmp_path,
         assert len(r["consistent"]) == r["n"] == 7
         assert ds.configs[name].label_consistency == r["share"] == sum(r["consistent"]) / 7
     assert "| label consistency |" in (ds_path / "README.md").read_text()
+    assert "| KID |" in (ds_path / "README.md").read_text()
+    assert ds.configs["overlap-0"].kid == 0.0 and ds.configs["overlap-30"].kid == data["configs"]["overlap-30"]["kid"]
     assert check_dataset(ds_path)[0] == []  # the dataset itself is untouched
 
     cfg = tmp_path / "e.yaml"
@@ -52,3 +57,20 @@ def test_consistent_only_needs_the_measurement(tiny_dataset, tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"models": [{"name": "mlp_mixer"}], "consistent_only": True, "device": "cpu"}))
     assert main(["evaluate", str(cfg), "--data", str(tiny_dataset[1]), "--out", str(tmp_path / "r")]) == 2
     assert "no consistency.json; run `ctrlshift consistency" in capsys.readouterr().err
+
+
+def test_kernel_distance_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    from ctrlshift.evaluation.consistency import kernel_distance
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 8, generator=g, dtype=torch.float64), torch.randn(400, 8, generator=g, dtype=torch.float64)
+    same = kernel_distance(a, b)
+    assert abs(same) < 0.05
+    shifts = [kernel_distance(a, b + s) for s in (0.25, 0.5, 1.0)]
+    assert same < shifts[0] < shifts[1] < shifts[2]
+    x, y = a[:5], b[:4]  # by hand: unbiased MMD^2 with the cubic kernel
+    k = lambda u, v: (u @ v / 8 + 1) ** 3  # noqa: E731
+    xx = sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / 20
+    yy = sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
+    xy = sum(k(x[i], y[j]) for i in range(5) for j in range(4)) / 20
+    assert kernel_distance(x, y) == pytest.approx(float(xx + yy - 2 * xy), rel=1e-9)

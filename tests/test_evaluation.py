@@ -98,6 +98,9 @@ def test_result_files_from_before_the_rename_read_with_at_max_and_min(tiny_datas
     assert r.summary["min"] == min(m["top1"] for m in data["metrics"].values())
     assert main(["build", str(tmp_path / "r")]) == 0
     assert "| clean | at max | min | drop |" in (tmp_path / "r" / "leaderboard.md").read_text()
+    # the dataset's intensity measures travel into the results and get their own plot
+    assert {"total_variation", "pixel_distance"} <= set(data["metrics"]["truncation-110"])
+    assert (tmp_path / "r" / "plots" / f"{data['dataset']['name']}-measures.png").stat().st_size > 1000
 
 
 def test_sweep_summary_on_a_falling_axis():

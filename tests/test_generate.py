@@ -266,3 +266,17 @@ def test_the_cpu_thread_count_does_not_change_the_bytes(reference, tmp_path):
     a, b = files(outs["1"]), files(outs["2"])
     a.pop("manifest.json"), b.pop("manifest.json")
     assert a == b
+
+
+def test_manifest_records_latent_tv_and_the_paired_pixel_distance(tiny_dataset):
+    from ctrlshift.dataset import Dataset
+
+    ds = Dataset.open(tiny_dataset[1])
+    base, shifted = ds.configs["overlap-0"], ds.configs["overlap-30"]
+    assert base.total_variation == 0.0 and base.pixel_distance == 0.0
+    assert 0 < shifted.total_variation <= 1 and shifted.pixel_distance > 0
+    a, b = ds.load("overlap-0", "test"), ds.load("overlap-30", "test")
+    by_hand = (a.images.double() - b.images.double()).abs().mean() / 255
+    assert shifted.pixel_distance == pytest.approx(float(by_hand), rel=1e-9)
+    assert ds.configs["truncation-110"].pixel_distance > 0
+    assert "| TV (latent) | pixel distance |" in (tiny_dataset[1] / "README.md").read_text()

@@ -198,3 +198,33 @@ def test_registry_lists_with_wildcards_and_rejects_unknown_and_duplicates():
     reg.register("a")(object)
     with pytest.raises(RegistryError, match="registered twice"):
         reg.register("a")(object)
+
+
+def test_total_variation_of_truncation_has_a_closed_form_the_estimate_matches():
+    from ctrlshift.generator.shifts import total_variation
+
+    t = Targets(256, "paper", 45678)
+    fam = create_family("truncation", 256, t, {}, 90.0)
+    exact = [fam.total_variation_exact(v) for v in (92.0, 95.0, 100.0)]
+    assert exact[0] < exact[1] < exact[2] < 1
+    # the two chi-square laws by brute force: TV = 1/2 integral |f_a - f_b| on a fine grid of |z|^2
+    from scipy.stats import chi2
+
+    x = np.linspace(1e-6, 256 * 2.5, 400001)
+    fa, fb = chi2.pdf(x / 0.81, 256) / 0.81, chi2.pdf(x / 1.0, 256) / 1.0
+    assert exact[2] == pytest.approx(0.5 * np.sum(np.abs(fa - fb)) * (x[1] - x[0]), abs=1e-4)
+    est = create_family("truncation", 256, t, {}, 90.0)
+    est.total_variation_exact = lambda v: None  # the histogram estimate on the same statistic
+    for v, e in zip((92.0, 95.0, 100.0), exact):
+        assert total_variation(est, v) == pytest.approx(e, abs=0.03)
+    assert total_variation(fam, 90.0) == 0.0
+
+
+def test_total_variation_grows_with_the_angular_shifts_and_saturates_only_late():
+    from ctrlshift.generator.shifts import total_variation
+
+    t = Targets(3072, "paper", 45678)
+    over = create_family("overlap", 3072, t, {}, 0.0)
+    tv = [total_variation(over, v, samples=8000) for v in (5.0, 10.0, 20.0)]
+    assert 0.05 < tv[0] < tv[1] < tv[2]
+    assert tv[1] < 0.8  # informative where the outside fraction is already 1

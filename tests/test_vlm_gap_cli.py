@@ -127,6 +127,24 @@ def test_gap_job_on_a_dataset_writes_metrics_corrections_curves_and_zero_shot(ti
     page = (out / "results" / "leaderboard" / "index.html").read_text()
     assert "zero-shot, projected correction" in page and "zero-shot, liang correction" in page
 
+    # Corrections fitted on each family's base value, applied unchanged to every shifted split.
+    shift = json.loads((out / "shift_robustness.json").read_text())
+    assert shift["schema"] == "ctrlshift-gap-shift/1" and set(shift["families"]) == {"truncation", "overlap"}
+    fam = shift["families"]["overlap"]
+    assert fam["fit_split"] == "train" and fam["tests"] == ["overlap-0", "overlap-30"]
+    for kind in ("projected", "mean", "liang"):
+        rows = fam["corrections"][kind]["alphas"]
+        assert [r["alpha"] for r in rows] == [0, 0.5, 1]
+        base = rows[0]["values"][0]
+        assert base["unchanged"] == 1.0  # the base value against itself
+        for r in rows:
+            assert {"top1", "unchanged", "l2m", "noise"} <= set(r["values"][1]) and r["flip"]["n"] >= 0
+        assert rows[2]["values"][0]["l2m"] < rows[0]["values"][0]["l2m"]  # alpha 1 shrinks the base gap
+    for a, b in zip(fam["corrections"]["projected"]["alphas"], fam["corrections"]["projected"]["alphas"][1:]):
+        assert [v["top1"] for v in a["values"]] == [v["top1"] for v in b["values"]]  # rankings kept
+    assert "lambda" in fam["corrections"]["liang"]["alphas"][1]
+    assert (out / "shift_robustness" / "overlap.png").is_file()
+
 
 def test_gap_toy_cli(tmp_path, capsys):
     assert main(["gap", "toy", "n=4", "dim=8", "steps=300", "lr=0.05", "temperature=0.05", "--out", str(tmp_path)]) == 0

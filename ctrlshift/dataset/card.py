@@ -77,24 +77,31 @@ def write_card(root: Path, manifest: dict) -> None:
     ]
     consistency = any(i.label_consistency is not None for i in configs.values())
     centre = any(i.centre_angle is not None for i in configs.values())
-    extra = (" centre angle (rad) |" if centre else "") + (" label consistency |" if consistency else "")
+    optional = [(key, head, fmt_) for key, head, fmt_ in (
+        ("total_variation", "TV (latent)", ".3f"), ("pixel_distance", "pixel distance", ".4f"),
+        ("kid", "KID", ".4f"), ("centre_angle", "centre angle (rad)", ".4g"),
+        ("label_consistency", "label consistency", ".3f"))
+        if any(getattr(i, key) is not None for i in configs.values())]
+    extra = "".join(f" {head} |" for _, head, _ in optional)
     lines += ["", f"| config | family | value | axis | intensity | outside training typical set |{extra} splits |",
-              "|---|---|---|---|---|---|---|" + "---|" * (centre + consistency)]
+              "|---|---|---|---|---|---|---|" + "---|" * len(optional)]
     for name, info in configs.items():
         splits = ", ".join(f"{s} {v['num_examples']}" for s, v in info.splits.items())
-        cell = ""
-        if centre:
-            cell += f" {info.centre_angle:.4g} |" if info.centre_angle is not None else " - |"
-        if consistency:
-            cell += f" {info.label_consistency:.3f} |" if info.label_consistency is not None else " - |"
+        cell = "".join(f" {format(getattr(info, key), f)} |" if getattr(info, key) is not None else " - |"
+                       for key, _, f in optional)
         lines.append(f"| {name} | {info.family} | {format_value(info.value)} | {info.axis} | "
                      f"{info.intensity:.4g} | {info.outside_fraction:.3f} |{cell} {splits} |")
     alpha = manifest["config"].get("intensity", {}).get("alpha", 0.01)
     lines += ["", "Intensity is the value on the family's physical axis; the outside share is the fraction of "
                   f"the config's latents outside the central {100 * (1 - alpha):g}% box of the training latents' "
-                  "statistics"
+                  "statistics (it saturates quickly in high dimension)"
               + ("; the centre angle (overlap) is the exact angle between the train and test centres" if centre else "")
-              + "."]
+              + ". TV (latent): the total variation between the train and test distributions of the family's "
+                "shift statistic (the latent norm for truncation, in closed form; the cosine to the anchor or "
+                "train centre otherwise). Pixel distance: the mean absolute difference (0..1) between each test "
+                "image and the image of the same seed at the base value. KID: the kernel distance between the "
+                "config's and the base value's test images in a reference classifier's features "
+                "(`ctrlshift consistency`)."]
     if consistency:
         lines += ["", "Label consistency: the share of a config's test images that a reference classifier, "
                       "trained on the family's base value, still labels as their class (`ctrlshift consistency`)."]

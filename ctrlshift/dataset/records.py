@@ -29,6 +29,9 @@ class ConfigInfo(JsonRecord):
     splits: dict[str, dict]  # split -> {"num_examples", "seed"}
     centre_angle: float | None = None  # overlap: exact angle between train and test centres
     label_consistency: float | None = None  # share of test images a reference classifier labels as their class
+    total_variation: float | None = None  # TV between train and test laws of the family's shift statistic
+    pixel_distance: float | None = None  # mean |pixel difference| (0..1) to the base value's image, same seed
+    kid: float | None = None  # kernel inception-style distance to the base value's test images (consistency)
 
     @property
     def is_base(self) -> bool:
@@ -41,7 +44,7 @@ class ConfigInfo(JsonRecord):
 
     def to_json(self) -> dict:
         out = super().to_json()
-        for key in ("centre_angle", "label_consistency"):
+        for key in ("centre_angle", "label_consistency", "total_variation", "pixel_distance", "kid"):
             if out[key] is None:
                 out.pop(key)
         return out

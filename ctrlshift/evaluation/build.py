@@ -191,4 +191,41 @@ def plot_families(by_family: dict[tuple[str, str], list[Entry]], folder: Path) -
             _draw(ax, ds, fam, by_family[(ds, fam)])
         fig.tight_layout()
         paths += save(fig, folder / slug(f"{ds}-all"))
+        measured = [m for m in INTENSITY_MEASURES if any(
+            m in metrics for f in fams for e in by_family[(ds, f)] for metrics in e.runs[0].metrics.values())]
+        if measured:
+            paths += plot_measures(ds, fams, by_family, measured, folder / slug(f"{ds}-measures"))
     return paths
+
+
+# Intensity measures a dataset may record per config, with their axis labels.
+INTENSITY_MEASURES = {"total_variation": "TV between train and test latent statistics",
+                      "pixel_distance": "mean pixel distance to the base image",
+                      "kid": "KID to the base test images"}
+
+
+def plot_measures(ds: str, fams: list[str], by_family, measures: list[str], path: Path) -> list[str]:
+    """Accuracy (mean over seeds) against each recorded intensity measure: one row per family,
+    one column per measure, so the measures can be compared on the same curves."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(fams), len(measures), figsize=(3.8 * len(measures), 2.9 * len(fams)), dpi=110,
+                             squeeze=False, sharey=True)
+    for i, fam in enumerate(fams):
+        for j, key in enumerate(measures):
+            ax = axes[i][j]
+            for e in by_family[(ds, fam)]:
+                ref = e.runs[0].metrics
+                configs = [c for c in sorted(ref, key=lambda c: ref[c].get("distance", 0.0)) if key in ref[c]]
+                if not configs:
+                    continue
+                x = [ref[c][key] for c in configs]
+                y = [100 * float(np.mean([run.metrics[c]["top1"] for run in e.runs])) for c in configs]
+                ax.plot(x, y, marker="o", ms=3, label=e.label)
+            ax.set_xlabel(INTENSITY_MEASURES[key], fontsize=8)
+            ax.set_title(f"{fam}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("top-1 accuracy (%)")
+    axes[0][0].legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    return save(fig, path)

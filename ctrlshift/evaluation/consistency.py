@@ -7,6 +7,11 @@ failure. ``ctrlshift consistency DIR`` trains a reference classifier on each fam
 labels as the image's class: ``DIR/consistency.json`` (with the per-image verdicts) and
 ``label_consistency`` in the manifest and the card. ``evaluate`` copies the share into every
 result, and ``consistent_only: true`` evaluates on the consistent images alone.
+
+The same reference gives an image-space intensity measure that does not saturate: the kernel
+distance (KID: the unbiased squared MMD with the cubic polynomial kernel of Binkowski et al. 2018)
+between each config's test images and the base value's, in the reference's penultimate features
+(``kid`` in the manifest and the card).
 """
 
 from __future__ import annotations
@@ -70,12 +75,56 @@ def measure(ds: Dataset, cfg: ConsistencyConfig, progress: bool = True) -> dict[
             train_classifier(model, train, val, pre, Recipe(cfg.train, cfg.augment, cfg.seed), progress=progress,
                              device=device)
         model = model.to(device)
+        base_features = None
         for config in fam.tests:
             split: Split = load(config, "test")
-            ok = (predict(model, split, pre, device, cfg.train.eval_batch_size).argmax(1) == split.labels).tolist()
+            with PenultimateFeatures(model) as feats:
+                logits = predict(model, split, pre, device, cfg.train.eval_batch_size)
+            ok = (logits.argmax(1) == split.labels).tolist()
+            f = feats.value
+            is_base = ds.configs[config].value == ds.configs[config].train_value
+            if base_features is None and is_base:
+                base_features = f
             out[config] = {"share": sum(ok) / max(len(ok), 1), "n": len(ok), "consistent": ok,
-                           "reference_trained_on": fam.base}
+                           "reference_trained_on": fam.base,
+                           "kid": 0.0 if is_base and f is not None else
+                           kernel_distance(base_features, f) if base_features is not None and f is not None else None}
     return out
+
+
+class PenultimateFeatures:
+    """Records the input of the model's last ``Linear`` layer (its penultimate features) while
+    the ``with`` block runs."""
+
+    def __init__(self, model: torch.nn.Module):
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        self.layer = linears[-1] if linears else None
+        self.parts: list[torch.Tensor] = []
+        self.value: torch.Tensor | None = None
+
+    def __enter__(self):
+        if self.layer is not None:
+            self.handle = self.layer.register_forward_hook(
+                lambda m, inputs, output: self.parts.append(inputs[0].detach().flatten(1).double().cpu()))
+        return self
+
+    def __exit__(self, *exc):
+        if self.layer is not None:
+            self.handle.remove()
+            self.value = torch.cat(self.parts) if self.parts else None
+        return False
+
+
+def kernel_distance(X: torch.Tensor, Y: torch.Tensor) -> float:
+    """KID: the unbiased estimate of the squared MMD between the feature sets ``X`` [n, d] and
+    ``Y`` [m, d] with the kernel ``k(a, b) = (a.b / d + 1)^3``; about 0 for one distribution."""
+    X, Y = X.double(), Y.double()
+    n, m, d = len(X), len(Y), X.shape[1]
+    if n < 2 or m < 2:
+        return float("nan")
+    kxx, kyy, kxy = ((X @ X.T / d + 1) ** 3, (Y @ Y.T / d + 1) ** 3, (X @ Y.T / d + 1) ** 3)
+    return float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diagonal().sum()) /
+                 (m * (m - 1)) - 2 * kxy.mean())
 
 
 def run(root: str | Path, cfg: ConsistencyConfig, progress: bool = True) -> dict:
@@ -91,6 +140,8 @@ def run(root: str | Path, cfg: ConsistencyConfig, progress: bool = True) -> dict
         manifest = dict(ds.manifest)
         for name, r in result.items():
             manifest["configs"][name]["label_consistency"] = r["share"]
+            if r.get("kid") is not None:
+                manifest["configs"][name]["kid"] = r["kid"]
         atomic_write_json(ds.root / "manifest.json", manifest)
         card.write_card(ds.root, manifest)
     finally:

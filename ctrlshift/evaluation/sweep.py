@@ -13,6 +13,10 @@ from .metrics import classification_metrics
 from .robustness import distances, flip_intensities, flip_summary, sweep_summary
 
 
+# Per-config measures of the dataset copied into every result's metrics (docs/results.md).
+MEASURES = ("label_consistency", "total_variation", "pixel_distance", "kid")
+
+
 def sweep_metrics(ds: Dataset, family: FamilyInfo, logits_of: Callable[[str, Split], torch.Tensor],
                   load: Callable[[str, str], Split] | None = None) -> tuple[dict, dict, dict | None]:
     """Metrics at each test config of ``family`` (ordered by intensity), the sweep summary, and
@@ -27,8 +31,9 @@ def sweep_metrics(ds: Dataset, family: FamilyInfo, logits_of: Callable[[str, Spl
         logits = logits_of(config, split)
         m = classification_metrics(logits, split.labels)
         m.update(value=ds.configs[config].value, intensity=ds.configs[config].intensity, distance=float(d))
-        if ds.configs[config].label_consistency is not None:
-            m["label_consistency"] = ds.configs[config].label_consistency
+        for key in MEASURES:
+            if getattr(ds.configs[config], key) is not None:
+                m[key] = getattr(ds.configs[config], key)
         metrics[config] = m
         correct.append((logits.argmax(1) == split.labels).numpy())
     summary = sweep_summary(intensities, [metrics[c]["top1"] for c in configs])

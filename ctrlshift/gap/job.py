@@ -3,7 +3,9 @@
 Writes to DIR: ``gap_metrics.json``, ``pca.png``, ``corrections/<kind>.json|.pt`` (fitted once,
 reusable), ``robustness.json`` and ``robustness.png`` (curves over alpha, clean accuracy beside),
 and, for a ctrlshift dataset, zero-shot accuracy at every intensity as result files in the shared
-schema (``DIR/results``), which ``ctrlshift build`` merges with classifier results.
+schema (``DIR/results``), which ``ctrlshift build`` merges with classifier results, and
+``shift_robustness.json`` with ``shift_robustness/<family>.png``: each correction fitted on each
+family's base value and applied unchanged to every shifted split (:mod:`.shift`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..plotting import pyplot, save
 from ..provenance import stamp
 from ..record import JsonRecord
 from ..results import DatasetRef, ResultRecord, write_result
-from . import corrections
+from . import corrections, shift
 from .metrics import gap_report
 from .robustness import robustness_curves
 
@@ -71,6 +73,9 @@ class GapConfig:
     correction: CorrectionSweep = field(default_factory=CorrectionSweep)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     zero_shot: bool = field(default=True, metadata=meta("zero-shot accuracy at every intensity (ctrlshift datasets)"))
+    shift: bool = field(default=True, metadata=meta(
+        "ctrlshift datasets: fit each correction on each family's base value and apply it to every shifted "
+        "test split (shift_robustness.json and a plot per family)"))
     plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
 
     def validate(self, path: str = "") -> None:
@@ -119,6 +124,7 @@ class GapRun:
     curves: dict[str, list[dict]]
     plots: list[str]
     results: list[Path]
+    shift: dict | None = None  # shift_robustness.json, for a ctrlshift dataset
 
     def summary_lines(self) -> list[str]:
         lines = self.report.summary_lines()
@@ -128,8 +134,9 @@ class GapRun:
                 noise = " ".join(f"{100 * v:.1f}" for v in r["noise"].values())
                 quant = " ".join(f"{100 * v:.1f}" for v in r["quantisation"].values())
                 tpl = " ".join(f"{100 * v['unchanged']:.1f}" for v in r.get("templates", {}).values())
-                lines.append(f"  alpha {r['alpha']:<5} clean {100 * r['clean_top1']:5.1f}% | noise {noise} | "
-                             f"quant {quant} | reworded {tpl}")
+                lam = f" (lambda {r['lambda']:.3f})" if "lambda" in r else ""
+                lines.append(f"  alpha {r['alpha']:<5}{lam} clean {100 * r['clean_top1']:5.1f}% | gap {r['l2m']:.3f} | "
+                             f"noise {noise} | quant {quant} | reworded {tpl}")
         return lines
 
 
@@ -176,11 +183,26 @@ def run(cfg: GapConfig, out: str | Path, progress: bool = True) -> GapRun:
     atomic_write_json(out / "robustness.json", {"schema": "ctrlshift-gap-robustness/1", "vlm": vlm.identity,
                                                 "data": key, "curves": curves})
     plots = [plot_pca(X, T, labels, out / "pca.png"), plot_robustness(curves, out / "robustness.png")]
-    results = []
+    results, shifted = [], None
     if data.dataset is not None and cfg.zero_shot:
         results = zero_shot_results(vlm, data.dataset, names, tpl["templates"][ref_set], cache, cfg, out / "results",
                                     progress, fitted)
-    return GapRun(report, curves, plots, results)
+    if data.dataset is not None and cfg.shift:
+        shifted = shift_report(vlm, data.dataset, T, cache, cfg, progress, {"vlm": vlm.identity, "templates": ref_set})
+        plots += shift.write(shifted, out)[1]
+    return GapRun(report, curves, plots, results, shifted)
+
+
+def shift_report(vlm, ds: Dataset, T: torch.Tensor, cache: Path, cfg: GapConfig, progress: bool, source: dict) -> dict:
+    """:func:`.shift.shift_robustness` on a ctrlshift dataset, embeddings cached per split."""
+    def embed(config: str, split: str):
+        data = ds.load(config, split)
+        key = {"data": ds.dataset_hash, "config": config, "split": split}
+        return cached_embeddings(vlm, data.images, cache, key, cfg.vlm.batch_size, progress).double(), data.labels
+
+    r = cfg.robustness
+    return shift.shift_robustness(embed, T, ds, cfg.correction.kinds, cfg.correction.alphas,
+                                  cfg.correction.renormalize, r.sigma2, r.trials, r.seed, source)
 
 
 def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig, out: Path,

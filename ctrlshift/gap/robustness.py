@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from .metrics import l2m
 from .corrections import Correction, predict
 
 
@@ -52,7 +53,7 @@ def robustness_curves(X: torch.Tensor, T: torch.Tensor, labels: torch.Tensor, co
         Xc, Tc = c.images(X), c.texts(T)
         pred = predict(Xc, Tc)
         row = {"alpha": float(a), **({"lambda": c.lam} if c.lam is not None else {}),
-               "clean_top1": float((pred == labels).double().mean()),
+               "clean_top1": float((pred == labels).double().mean()), "l2m": l2m(Xc, Tc),
                "noise": {str(s): noise_robustness(Xc, Tc, s, trials, seed) for s in sigma2s},
                "quantisation": {str(b): unchanged(pred, predict(quantize(Xc, b), Tc)) for b in bins}}
         if reworded:

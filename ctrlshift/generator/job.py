@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from ..config import to_dict
-from ..dataset import ConfigInfo, card
+from ..dataset import ConfigInfo, card, iter_rows
 from ..dataset import format as fmt
 from ..dataset.croissant import write_croissant
 from ..errors import ConfigError, CtrlshiftError
@@ -32,7 +32,8 @@ from ..provenance import stable_hash, stamp
 from .decoders import (Decoder, DecoderOutputError, check_images, create_decoder, dataset_class_names,
                        dataset_num_classes)
 from .samplers import SAMPLERS
-from .shifts import ShiftFamily, Targets, create_family, draw_labels, draw_noise, outside_fraction, sample_seed, typical_box
+from .shifts import (ShiftFamily, Targets, create_family, draw_labels, draw_noise, outside_fraction, sample_seed,
+                     total_variation, typical_box)
 from .spec import GenerateConfig, ShiftSpec
 
 log = logging.getLogger(__name__)
@@ -337,6 +338,32 @@ def _store(root, task, class_names, columns, pngs, rank):
     return fmt.write_shard(root, task, class_names, columns, rank)
 
 
+def paired_pixel_distance(root: Path, plan: Plan, config) -> float | None:
+    """Mean absolute pixel difference (grey levels / 255) between each test image of ``config``
+    and the image of the same index at its family's base value: the same noise seed, decoded
+    before and after the shift. None when the family has no base-value test split to pair with."""
+    base = next((c for c in plan.configs if c.spec.prefix == config.spec.prefix and c.value == c.spec.train_value),
+                None)
+    if base is None or not config.splits.get("test", {}).get("num_examples") or \
+            not base.splits.get("test", {}).get("num_examples"):
+        return None
+    if base.name == config.name:
+        return 0.0
+
+    def images(name):
+        rows = sorted(iter_rows(root, name, "test", ["image", "index"]), key=lambda r: r["index"])
+        return {r["index"]: r["image"] for r in rows}
+
+    a, b = images(base.name), images(config.name)
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    total = 0.0
+    for i in common:
+        total += float(np.abs(fmt.decode_png(a[i]).astype(np.int16) - fmt.decode_png(b[i]).astype(np.int16)).mean())
+    return total / len(common) / 255.0
+
+
 def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, families, class_names,
             num_processes: int) -> dict:
     foreign = _foreign_files(root, plan)
@@ -359,11 +386,15 @@ def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, famil
         frac = outside_fraction(fam, c.value, cfg.intensity.samples, cfg.intensity.alpha, box=boxes[c.spec.prefix])
         if c.spec.classes is not None and c.value != fam.train_value:
             frac *= len(c.spec.classes) / len(class_names)
+        tv = total_variation(fam, c.value, cfg.intensity.samples)
+        if c.spec.classes is not None and c.value != fam.train_value:
+            tv *= len(c.spec.classes) / len(class_names)  # a mixture: only those classes' latents move
         info = ConfigInfo(
             family=c.spec.family, prefix=c.spec.prefix, value=c.value, train_value=fam.train_value,
             axis=fam.axis_name, axis_unit=fam.axis_unit, intensity=fam.axis(c.value), outside_fraction=frac,
             shifted_classes=c.spec.classes, family_params=dataclasses.asdict(fam.params), splits=c.splits,
-            centre_angle=fam.centre_angle(c.value) if hasattr(fam, "centre_angle") else None)
+            centre_angle=fam.centre_angle(c.value) if hasattr(fam, "centre_angle") else None,
+            total_variation=tv, pixel_distance=paired_pixel_distance(root, plan, c))
         configs[c.name] = info.to_json()
     dataset_hash = stable_hash([(r["path"], r["sha256"]) for r in records])
     manifest = {
