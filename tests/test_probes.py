@@ -68,11 +68,30 @@ def test_patch_basis_on_known_covariance():
     std = torch.tensor([2.0, 1.0, 0.5]).view(1, 3, 1, 1)
     images = torch.randn(400, 3, 12, 12, generator=g) * std
     b = patch_basis(images, 3)
-    assert b.eigvecs.shape == (27, 27) and b.kernel == (3, 3)
+    assert b.eigvecs.shape == (27, 27) and b.kernel == (3, 3) and b.rank == 27
     assert torch.allclose(b.eigvals[:9], torch.full((9,), 4.0, dtype=torch.float64), rtol=0.05)
     assert torch.allclose(b.eigvals[9:18], torch.ones(9, dtype=torch.float64), rtol=0.05)
     assert torch.allclose(b.eigvals[18:], torch.full((9,), 0.25, dtype=torch.float64), rtol=0.05)
     assert float(b.eigvecs[:9, :9].pow(2).sum()) == pytest.approx(9.0, rel=0.02)  # channel-0 block
+
+
+def test_rank_deficient_patches_keep_only_the_data_defined_components():
+    """Grey images copied into 3 channels have a rank-9 patch covariance of 27 dimensions; the 18
+    null directions have no data-defined basis, so the profile lives on the 9 others, and it does
+    not depend on which orthonormal basis of the null space eigh happened to return."""
+    g = torch.Generator().manual_seed(1)
+    grey = torch.randn(300, 1, 10, 10, generator=g, dtype=torch.float64).cumsum(-1)  # correlated pixels
+    b = patch_basis(grey.expand(-1, 3, -1, -1), 3)
+    assert b.rank == 9 and b.dim == 27 and b.eigvecs.shape == (27, 9)
+    w = torch.randn(16, 27, generator=g, dtype=torch.float64)
+    prof = energy_profile(w, b)
+    assert prof.shape == (9,)
+    # filter weight along the null directions (which no input patch excites) leaves the profile alone
+    P = torch.eye(27, dtype=torch.float64) - b.eigvecs @ b.eigvecs.T
+    w_null = w + torch.randn(16, 27, generator=g, dtype=torch.float64) @ P * 5
+    assert torch.allclose(energy_profile(w_null, b), prof)
+    full = patch_basis(grey.expand(-1, 3, -1, -1), 3, rel_tol=-1.0)  # everything eigh returns, as before
+    assert full.rank == 27 and not torch.allclose(energy_profile(w_null, full), energy_profile(w, full))
 
 
 def test_patch_basis_flattening_matches_conv_weights():
@@ -130,7 +149,10 @@ def test_probe_cli_first_layer_and_outliers(tmp_path, capsys):
     base = ["data.train_size=256", "train.epochs=1", "models=[{name: resnet20, kwargs: {width: 0.5}}]", "seeds=[0]"]
     assert main(["probe", "first-layer", "probe-first-layer", "--out", str(tmp_path), "--no-progress", *base]) == 0
     r = json.loads((tmp_path / "first_layer.json").read_text())
-    assert r["schema"] == "ctrlshift-probe/1" and len(r["runs"]) == 2 and len(r["eigvals"]) == 27
+    assert r["schema"] == "ctrlshift-probe/1" and len(r["runs"]) == 2
+    # grey digits copied into 3 channels: 9 data-defined components of the 27 filter inputs
+    assert r["components"]["filter_inputs"] == 27 and r["components"]["data_defined"] == len(r["eigvals"]) == 9
+    assert all(len(x["profile"]) == 9 for x in r["runs"])
     assert {x["labels"] for x in r["runs"]} == {"true", "random"}
     assert len(r["correlations"]["true_vs_random"]) == 1
     assert (tmp_path / "first_layer.png").is_file()

@@ -2,7 +2,9 @@
 
 - :func:`patch_basis`: eigenvectors ``u_i`` and variances ``lambda_i^2`` of the covariance of all
   input patches at the first layer's kernel size, flattened in (c, h, w) order like conv weights,
-  taken after the model's input normalisation;
+  taken after the model's input normalisation; only the data-defined components are kept (a
+  rank-deficient covariance, e.g. grey images copied into 3 channels: rank 9 of 27 at 3x3, leaves
+  ``eigh`` an arbitrary basis of its null space, so profiles there would mean nothing);
 - :func:`energy_profile`: ``e_i = sqrt((1/K) sum_k (w_k . u_i)^2)`` over the K filters, optionally
   after subtracting the initial weights, normalised by its maximum;
 - :func:`linear_cnn_profile`: the linear-CNN prediction
@@ -26,15 +28,22 @@ from ...errors import ConfigError
 
 @dataclass
 class PatchBasis:
-    eigvals: torch.Tensor  # [D] variances lambda_i^2, descending
-    eigvecs: torch.Tensor  # [D, D] columns u_i, (c, h, w) order
+    eigvals: torch.Tensor  # [r] variances lambda_i^2 of the data-defined components, descending
+    eigvecs: torch.Tensor  # [D, r] columns u_i, (c, h, w) order
     kernel: tuple[int, int]
     channels: int
+    dim: int = 0  # D = C * kh * kw, the filters' input size
+
+    @property
+    def rank(self) -> int:
+        """How many components the data defines (the profiles' length)."""
+        return int(self.eigvals.numel())
 
 
 def patch_basis(images: torch.Tensor, kernel: int | tuple[int, int], max_patches: int = 200_000,
-                seed: int = 0) -> PatchBasis:
-    """PCA of the ``kernel``-sized patches of normalised images ``[N, C, H, W]``."""
+                seed: int = 0, rel_tol: float = 1e-9) -> PatchBasis:
+    """PCA of the ``kernel``-sized patches of normalised images ``[N, C, H, W]``, restricted to
+    the components with variance above ``rel_tol`` times the largest (the data-defined ones)."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     patches = F.unfold(images.double(), (kh, kw))  # [N, C*kh*kw, L], rows in (c, h, w) order
     patches = patches.transpose(1, 2).reshape(-1, patches.shape[1])
@@ -45,7 +54,9 @@ def patch_basis(images: torch.Tensor, kernel: int | tuple[int, int], max_patches
     cov = patches.T @ patches / (len(patches) - 1)
     vals, vecs = torch.linalg.eigh(cov)
     order = torch.argsort(vals, descending=True)
-    return PatchBasis(vals[order].clamp_min(0), vecs[:, order], (kh, kw), images.shape[1])
+    vals, vecs = vals[order].clamp_min(0), vecs[:, order]
+    rank = max(int((vals > rel_tol * vals[0]).sum()), 1) if float(vals[0]) > 0 and rel_tol >= 0 else len(vals)
+    return PatchBasis(vals[:rank], vecs[:, :rank], (kh, kw), images.shape[1], int(cov.shape[0]))
 
 
 def find_first_conv(model: nn.Module, name: str | None = None) -> tuple[str, nn.Conv2d]:
@@ -75,7 +86,7 @@ def energy_profile(weights: torch.Tensor, basis: PatchBasis, init: torch.Tensor 
     w = weights.double()
     if init is not None:
         w = w - init.double()
-    if w.shape[1] != basis.eigvecs.shape[0]:
+    if w.shape[1] != basis.eigvecs.shape[0]:  # D inputs; the profile has basis.rank entries
         raise ConfigError(f"filters of {w.shape[1]} inputs do not match patches of {basis.eigvecs.shape[0]}")
     e = ((w @ basis.eigvecs) ** 2).mean(0).sqrt()
     return e / e.max().clamp_min(1e-30)

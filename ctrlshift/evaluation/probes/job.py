@@ -156,7 +156,10 @@ def run_first_layer(cfg: FirstLayerConfig, out: str | Path, progress: bool = Tru
                      "init_fit": fit_linear_cnn(init_prof, basis.eigvals)})
     corr = _correlations(runs)
     result = {"schema": SCHEMA, "probe": "first-layer", "config": to_dict(cfg), "data": cfg.data.source,
-              "eigvals": basis.eigvals.tolist(), "kernel": list(basis.kernel), "runs": runs, "correlations": corr,
+              "eigvals": basis.eigvals.tolist(), "kernel": list(basis.kernel),
+              "components": {"data_defined": basis.rank, "filter_inputs": basis.dim,
+                             "note": "profiles and fits use the data-defined patch components only"},
+              "runs": runs, "correlations": corr,
               "preprocessing": pre.as_dict(), **stamp()}
     atomic_write_json(out / "first_layer.json", result)
     return ProbeReport("first-layer", result, plot_first_layer(result, out))
