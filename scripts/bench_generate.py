@@ -180,6 +180,7 @@ def bench_edm(name, spec, args, device, out):
                 continue
             d = decoder(bs=best["bs"], **kw)
             levers[label] = n / timed(lambda d=d: run_decoder(d, best["bs"]), device)
+    bench_job(folder, shape, k, steps, n, best, device, out / f"{name}-warm")  # imports, caches, compilation
     t_job, bytes_written = bench_job(folder, shape, k, steps, n, best, device, out / f"{name}-job")
     t_job2, bytes2 = bench_job(folder, shape, k, steps, 2 * n, best, device, out / f"{name}-job2")
     marginal = {"job_seconds_n": t_job, "job_seconds_2n": t_job2, "fixed_seconds": 2 * t_job - t_job2,
@@ -292,9 +293,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small networks on the CPU, under a minute")
     p.add_argument("--workloads", nargs="+", default=None, choices=sorted(WORKLOADS))
-    p.add_argument("--images", type=int, default=None, help="images per path (default 400; --quick 16)")
+    p.add_argument("--images", type=int, default=None, help="images per path (default 400; --quick 64)")
     p.add_argument("--steps", type=int, default=None, help="solver steps (default: the workload's)")
-    p.add_argument("--batch", type=int, default=None, help="ctrlshift's batch size (default 400; --quick 16)")
+    p.add_argument("--batch", type=int, default=None, help="ctrlshift's batch size (default 400; --quick 32)")
     p.add_argument("--reference-batch", type=int, default=100, help="the reference path's batch (100)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="ctrlshift's autocast dtype (default bfloat16 on a GPU, float32 on the CPU)")
@@ -309,8 +310,8 @@ def main(argv=None) -> int:
                           "cpu" if args.device == "auto" else args.device)
     if args.quick:
         args.workloads = args.workloads or ["edm-quick"]
-        args.images = args.images or 16
-        args.batch = args.batch or 16
+        args.images = args.images or 64
+        args.batch = args.batch or 32
         args.reference_batch = min(args.reference_batch, 8)
     args.workloads = args.workloads or ["edm-cifar10", "edm-imagenet64", "dit-xl2"]
     args.images = args.images or 400

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    args.epochs = args.epochs or (1 if args.quick else 5)
+    args.epochs = args.epochs or (4 if args.quick else 5)
     args.batch_size = args.batch_size or (32 if args.quick else 512)
     args.workers = args.workers if args.workers is not None else (2 if args.quick else 8)
     width = args.width or (0.25 if args.quick else 1.0)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
             if not args.quick:
                 p.error("--data DIR is needed without --quick (generate one first, e.g. cifar10-edm-truncation)")
             root = Path(tmp) / "tiny"
-            ctrlshift.generate("tiny", root, progress=False, splits__train__size=512, shifts=[
+            ctrlshift.generate("tiny", root, progress=False, splits__train__size=512, splits__test__size=300, shifts=[
                 {"family": "truncation", "values": [90]}])
         ds = Dataset.open(root)
         config = args.config or next(iter(ds.families().values())).base
