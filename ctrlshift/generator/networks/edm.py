@@ -186,6 +186,16 @@ class FourierEmbedding(torch.nn.Module):
         return torch.cat([x.cos(), x.sin()], dim=1)
 
 
+def _decoder_level_entry(dec: torch.nn.ModuleDict, res: int, deepest: bool, channels: int, block: dict) -> None:
+    """The first blocks of a decoder level: two blocks (the first with attention) at the deepest
+    level, else an upsampling block; both U-Nets of EDM share this."""
+    if deepest:
+        dec[f"{res}x{res}_in0"] = UNetBlock(channels, channels, attention=True, **block)
+        dec[f"{res}x{res}_in1"] = UNetBlock(channels, channels, **block)
+    else:
+        dec[f"{res}x{res}_up"] = UNetBlock(channels, channels, up=True, **block)
+
+
 class SongUNet(torch.nn.Module):
     """DDPM++ (``embedding_type='positional'``, standard encoder) and NCSN++ (``'fourier'``,
     residual encoder, ``resample_filter=[1,3,3,1]``), as in EDM."""
@@ -244,11 +254,7 @@ class SongUNet(torch.nn.Module):
         self.dec = torch.nn.ModuleDict()
         for level, mult in reversed(list(enumerate(channel_mult))):
             res = img_resolution >> level
-            if level == len(channel_mult) - 1:
-                self.dec[f"{res}x{res}_in0"] = UNetBlock(cout, cout, attention=True, **block)
-                self.dec[f"{res}x{res}_in1"] = UNetBlock(cout, cout, **block)
-            else:
-                self.dec[f"{res}x{res}_up"] = UNetBlock(cout, cout, up=True, **block)
+            _decoder_level_entry(self.dec, res, level == len(channel_mult) - 1, cout, block)
             for idx in range(num_blocks + 1):
                 cin, cout = cout + skips.pop(), model_channels * mult
                 attn = idx == num_blocks and res in attn_resolutions
@@ -334,11 +340,7 @@ class DhariwalUNet(torch.nn.Module):
         self.dec = torch.nn.ModuleDict()
         for level, mult in reversed(list(enumerate(channel_mult))):
             res = img_resolution >> level
-            if level == len(channel_mult) - 1:
-                self.dec[f"{res}x{res}_in0"] = UNetBlock(cout, cout, attention=True, **block)
-                self.dec[f"{res}x{res}_in1"] = UNetBlock(cout, cout, **block)
-            else:
-                self.dec[f"{res}x{res}_up"] = UNetBlock(cout, cout, up=True, **block)
+            _decoder_level_entry(self.dec, res, level == len(channel_mult) - 1, cout, block)
             for idx in range(num_blocks + 1):
                 cin, cout = cout + skips.pop(), model_channels * mult
                 self.dec[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=res in attn_resolutions, **block)
