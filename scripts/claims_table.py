@@ -66,9 +66,16 @@ def curve(g) -> str:
     return ", ".join(ms(g["acc"][:, k]) for k in range(g["acc"].shape[1]))
 
 
+def zoo_size(groups) -> int | None:
+    """The training size the architecture sweep used: the one most architectures share."""
+    sizes = [k[2] for k in groups if k[1] == "crop" and k[0] != "resnet20"]
+    return max(set(sizes), key=sizes.count) if sizes else None
+
+
 def claim_zoo(groups) -> list[str]:
-    rows = {k[0]: g for k, g in groups.items() if k[1] == "crop" and k[2] and k[0] in CNNS + ATTENTION_FREE_MIXERS
-            and g["seeds"] >= 2 and k[2] == max(kk[2] for kk in groups if kk[0] == k[0] and kk[1] == "crop")}
+    n = zoo_size(groups)
+    rows = {k[0]: g for k, g in groups.items() if k[1] == "crop" and k[2] == n and k[0] in CNNS + ATTENTION_FREE_MIXERS
+            and g["seeds"] >= 2}
     if not rows:
         return []
     x = next(iter(rows.values()))["x"]
@@ -114,8 +121,9 @@ def claim_bias(rows) -> list[str]:
 
 
 def claim_augment(groups) -> list[str]:
+    n = zoo_size(groups)
     rows = {k[1]: g for k, g in groups.items() if k[0] == "resnet20" and k[1] in
-            ("none", "cropflip", "randaugment", "augmix", "mixup") and g["seeds"] >= 2}
+            ("none", "crop", "cropflip", "randaugment", "augmix", "mixup") and g["seeds"] >= 2 and k[2] == n}
     if len(rows) < 2:
         return []
     lines = ["**Claim 2: augmentations shift the curve but do not remove the fall** (ResNet-20). The fall "
@@ -165,9 +173,9 @@ def plot(groups, path: Path) -> None:
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), dpi=110)
-    panels = [("architectures (crop)", lambda k: k[1] == "crop" and k[0] != "resnet20" or (k[0] == "resnet20" and
-                                                                                         k[1] == "crop" and k[2] == max(kk[2] for kk in groups if kk[0] == "resnet20" and kk[1] == "crop")), lambda k: k[0]),
-              ("augmentations (ResNet-20)", lambda k: k[0] == "resnet20" and k[1] != "crop", lambda k: k[1]),
+    n = zoo_size(groups)
+    panels = [("architectures (crop)", lambda k: k[1] == "crop" and k[2] == n, lambda k: k[0]),
+              ("augmentations (ResNet-20)", lambda k: k[0] == "resnet20" and k[2] == n, lambda k: k[1]),
               ("training size (ResNet-20, crop)", lambda k: k[0] == "resnet20" and k[1] == "crop", lambda k: f"n={k[2]}")]
     for ax, (title, keep, label) in zip(axes, panels):
         for k, g in sorted(groups.items(), key=lambda kv: str(kv[0])):
