@@ -120,7 +120,7 @@ CASES = [
      "families: ['rotation'] are not in"),
     ("evaluate-no-models", "evaluate {root}/eval.yaml --data {ds} --out {root}/r models=[]", "models: empty"),
     ("evaluate-generate-preset", "evaluate tiny --data {ds} --out {root}/r",
-     "config 'tiny' is a generate preset, not an evaluate one; evaluate presets: quickstart-evaluate"),
+     "config 'tiny' is a generate preset, not an evaluate one; evaluate presets: claims-augment, claims-size, claims-zoo, quickstart-evaluate"),
     ("gap-generate-preset", "gap quickstart --out {root}/g0", "config 'quickstart' is a generate preset, not a gap one"),
     ("section-without-keys", "generate {cfg} shifts.0.params.mix=2 --dry-run",
      "unknown key 'shifts.0.params.mix' (this section takes no keys)"),

@@ -66,7 +66,8 @@ def test_every_preset_loads():
 
     assert PRESET_DIR == ROOT / "configs" or PRESET_DIR.name == "configs"
     kinds = {"gap-tiny-clip": "gap", "probe-first-layer": "probe-first-layer", "probe-outliers": "probe-outliers",
-             "quickstart-evaluate": "evaluate"}
+             "quickstart-evaluate": "evaluate", "claims-zoo": "evaluate", "claims-augment": "evaluate",
+             "claims-size": "evaluate"}
     names = list_presets()
     assert {"tiny", "quickstart", "cifar10-edm-overlap", "gap-tiny-clip"} <= set(names)
     assert sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")) == names
