@@ -74,3 +74,23 @@ def test_kernel_distance_is_near_zero_for_one_distribution_and_grows_with_a_shif
     yy = sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
     xy = sum(k(x[i], y[j]) for i in range(5) for j in range(4)) / 20
     assert kernel_distance(x, y) == pytest.approx(float(xx + yy - 2 * xy), rel=1e-9)
+
+
+def test_kid_in_inception_features_from_a_local_state_dict(tiny_dataset, tmp_path, capsys):
+    """The Inception feature space runs through torchvision's real Inception-v3; here with random
+    weights from a local file (no download), offline its ImageNet weights are a one-line error."""
+    from safetensors.torch import save_file
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)
+    save_file(inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict(),
+              str(tmp_path / "inception.safetensors"))
+    ds_path = tmp_path / "ds"
+    shutil.copytree(tiny_dataset[1], ds_path)
+    assert main(["consistency", str(ds_path), *QUICK, "kid_features=inception",
+                 f"kid_inception_weights={tmp_path / 'inception.safetensors'}", "--no-progress"]) == 0
+    ds = Dataset.open(ds_path)
+    assert ds.configs["overlap-0"].kid == 0.0 and ds.configs["overlap-30"].kid is not None
+    assert main(["consistency", str(ds_path), *QUICK, "kid_features=inception",
+                 f"kid_inception_weights={tmp_path / 'none.safetensors'}", "--no-progress"]) == 2
+    assert "kid_inception_weights" in capsys.readouterr().err

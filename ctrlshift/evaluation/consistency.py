@@ -20,6 +20,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -49,6 +50,11 @@ class ConsistencyConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, optimizer="adamw",
                                                                    lr=3e-3, weight_decay=0.05))
     device: str = "auto"
+    kid_features: Literal["reference", "inception"] = field(default="reference", metadata=meta(
+        "feature space of the KID: the reference classifier's penultimate layer, or Inception-v3's pool "
+        "features (torchvision's ImageNet weights, downloaded once, or kid_inception_weights)"))
+    kid_inception_weights: str | None = field(default=None, metadata=meta(
+        "a local Inception-v3 state dict (.safetensors or a torch file, read with weights_only)"))
     plugins: list[str] = field(default_factory=list, metadata=meta("modules imported before the config is read"))
 
 
@@ -56,6 +62,7 @@ def measure(ds: Dataset, cfg: ConsistencyConfig, progress: bool = True) -> dict[
     """config -> {"share", "n", "consistent": [bool per test image, in index order]}."""
     device = resolve_device(cfg.device)
     load = SplitCache(ds)
+    inception = InceptionFeatures(cfg.kid_inception_weights, device) if cfg.kid_features == "inception" else None
     out = {}
     for fam in ds.families().values():
         if fam.base is None:
@@ -81,7 +88,7 @@ def measure(ds: Dataset, cfg: ConsistencyConfig, progress: bool = True) -> dict[
             with PenultimateFeatures(model) as feats:
                 logits = predict(model, split, pre, device, cfg.train.eval_batch_size)
             ok = (logits.argmax(1) == split.labels).tolist()
-            f = feats.value
+            f = feats.value if inception is None else inception(split.images)
             is_base = ds.configs[config].value == ds.configs[config].train_value
             if base_features is None and is_base:
                 base_features = f
@@ -113,6 +120,44 @@ class PenultimateFeatures:
             self.handle.remove()
             self.value = torch.cat(self.parts) if self.parts else None
         return False
+
+
+class InceptionFeatures:
+    """Inception-v3's 2048-d pool features of uint8 ``[N, H, W, 3]`` images (resized to 299,
+    ImageNet-normalised), the usual KID feature space. The weights are torchvision's ImageNet ones
+    (downloaded once to torch's cache) or a local state dict."""
+
+    def __init__(self, weights: str | None, device, batch_size: int = 64):
+        from torchvision.models import Inception_V3_Weights, inception_v3
+
+        from ..errors import ConfigError
+        from ..plugins import load_weights
+
+        self.device, self.batch_size = device, batch_size
+        if weights is not None:
+            net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+            load_weights(net, weights, "consistency.kid_inception_weights")
+        else:
+            try:
+                net = inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)
+            except Exception as exc:  # offline, or a damaged download
+                first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                raise ConfigError("consistency.kid_features: inception needs torchvision's Inception-v3 ImageNet "
+                                  f"weights, which could not be loaded ({first}); give a local file with "
+                                  "consistency.kid_inception_weights=PATH, or use kid_features=reference") from None
+        net.fc = torch.nn.Identity()
+        self.net = net.eval().to(device)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], device=self.device).view(1, 3, 1, 1)
+        parts = []
+        for i in range(0, len(images), self.batch_size):
+            x = images[i:i + self.batch_size].to(self.device).permute(0, 3, 1, 2).float() / 255
+            x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            parts.append(self.net((x - mean) / std).double().cpu())
+        return torch.cat(parts)
 
 
 def kernel_distance(X: torch.Tensor, Y: torch.Tensor) -> float:
