@@ -1,5 +1,5 @@
-"""The ``diffusers-pipeline`` backend on tiny random pipelines built from configs: a Stable
-Diffusion UNet pipeline and a flow-matching SD3 transformer pipeline. The decoder's images equal
+"""The ``diffusers-pipeline`` backend on tiny random pipelines built from configs: Stable
+Diffusion and SDXL UNet pipelines, flow-matching SD3 and Flux transformer pipelines. The decoder's images equal
 calling the pipeline itself with the same ``latents=``, do not depend on the batch size, and the
 latent is the pipeline's initial noise in its own shape."""
 
@@ -47,6 +47,35 @@ def tiny_sd3_dir(tmp_path_factory):
                                     text_encoder=clip(), tokenizer=tok, text_encoder_2=clip(), tokenizer_2=tok,
                                     text_encoder_3=None, tokenizer_3=None)
     pipe.save_pretrained(root / "pipe")
+    return root / "pipe"
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl_dir(tmp_path_factory):
+    """SDXL: two tiny CLIP encoders (the second with projection), a UNet with SDXL's text-time
+    added conditioning, and an EulerDiscreteScheduler."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    root = tmp_path_factory.mktemp("tiny-sdxl")
+    tok, vocab = byte_clip_tokenizer(root / "tok")
+    end = vocab["<|endoftext|>"]
+    torch.manual_seed(0)
+    text = dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"], eos_token_id=end, pad_token_id=end,
+                projection_dim=16)
+    unet = UNet2DConditionModel(sample_size=4, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=2, norm_num_groups=4, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, projection_class_embeddings_input_dim=16 + 6 * 8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=4, sample_size=8)
+    StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
+                              text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text)), tokenizer=tok,
+                              tokenizer_2=tok, unet=unet,
+                              scheduler=EulerDiscreteScheduler(num_train_timesteps=50)).save_pretrained(root / "pipe")
     return root / "pipe"
 
 
@@ -116,9 +145,9 @@ def pipeline_images(source, z, labels, steps, guidance, template="a photo of a {
                 height=h * pipe.vae_scale_factor, width=w * pipe.vae_scale_factor, **extra).images
 
 
-@pytest.mark.parametrize("which, guidance", [("sd", 1.0), ("sd", 3.0), ("sd3", 1.0), ("sd3", 3.0)])
+@pytest.mark.parametrize("which, guidance", [("sd", 1.0), ("sd", 3.0), ("sd3", 1.0), ("sd3", 3.0), ("sdxl", 3.0)])
 def test_pipeline_decoder_equals_the_pipeline(request, which, guidance):
-    source = request.getfixturevalue("tiny_sd_dir" if which == "sd" else "tiny_sd3_dir")
+    source = request.getfixturevalue(f"tiny_{which}_dir")
     extra = NO_T5 if which == "sd3" else {}
     cfg = DecoderConfig(backend="diffusers-pipeline", source=str(source), class_names=NAMES,
                         options={"pipeline_kwargs": extra})
@@ -137,7 +166,7 @@ def test_pipeline_decoder_equals_the_pipeline(request, which, guidance):
     assert torch.equal(images, dec.decode(z.reshape(3, -1), torch.tensor(labels)))
     ident = dec.identity()
     assert ident["prompts"] == ["a photo of a cat", "a photo of a dog", "a photo of a eel"]
-    expected = "FlowMatchEulerDiscreteScheduler" if which == "sd3" else "DDIMScheduler"
+    expected = {"sd3": "FlowMatchEulerDiscreteScheduler", "sdxl": "EulerDiscreteScheduler"}.get(which, "DDIMScheduler")
     assert ident["sampler"]["scheduler"] == expected
 
 
