@@ -110,13 +110,9 @@ def reference_edm(net, z, labels, sigmas):
 
 def edm_folder(net, kwargs, root: Path) -> Path:
     """The network as a ``ctrlshift convert`` folder: what the edm backend loads."""
-    from safetensors.torch import save_file
+    from ctrlshift.generator.networks.edm_pickle import save_converted
 
-    root.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(root / "model.safetensors"))
-    (root / "config.json").write_text(json.dumps({"format": "ctrlshift-edm-network/1", "class_name":
-                                                  type(net).__name__, "init_kwargs": kwargs}))
-    return root
+    return save_converted(net, type(net).__name__, kwargs, root, "random weights (benchmark)")
 
 
 def flops_per_call(net, x, sigma, labels) -> float:

@@ -96,3 +96,19 @@ def tiny_sd_dir(tmp_path_factory):
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(root / "pipe")
     return root / "pipe"
+
+
+def build_tiny_dit(root: Path, num_classes: int) -> Path:
+    """A DiT pipeline of tiny random parts (4x4 latents, 8x8 images) saved to ``root``; the null
+    class of guidance is ``num_classes`` (DiTPipeline itself assumes 1000)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    tr = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                               num_layers=1, sample_size=4, patch_size=2, num_embeds_ada_norm=num_classes,
+                               norm_num_groups=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=4, sample_size=8)
+    DiTPipeline(tr, vae, DDIMScheduler(num_train_timesteps=50)).save_pretrained(root)
+    return root

@@ -15,6 +15,8 @@ from ctrlshift.generator.decoders import (DecoderConfig, RuntimeConfig, create_d
                                           to_uint8)
 from ctrlshift.generator.samplers import SamplerConfig
 
+from .conftest import build_tiny_dit
+
 CPU = RuntimeConfig(device="cpu", batch_size=4)
 
 
@@ -91,17 +93,7 @@ def test_embedded_tiny_model_loads_through_the_diffusers_path():
 
 @pytest.fixture(scope="module")
 def tiny_dit_dir(tmp_path_factory):
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    tr = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                               num_layers=1, sample_size=4, patch_size=2, num_embeds_ada_norm=5, norm_num_groups=4)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=4, sample_size=8)
-    pipe = DiTPipeline(tr, vae, DDIMScheduler(num_train_timesteps=50))
-    root = tmp_path_factory.mktemp("tiny-dit")
-    pipe.save_pretrained(root)
+    root = build_tiny_dit(tmp_path_factory.mktemp("tiny-dit"), 5)
     # The hub's facebook/DiT-XL-2-256 carries its ImageNet names in model_index.json like this.
     index = json.loads((root / "model_index.json").read_text())
     index["id2label"] = {str(k): n for k, n in enumerate(["ant", "bee, wasp", "cat", "dog", "eel"])}

@@ -14,6 +14,8 @@ from ctrlshift.errors import ConfigError
 from ctrlshift.generator.decoders import DecoderConfig, RuntimeConfig, create_decoder
 from ctrlshift.generator.samplers import SAMPLERS, SamplerConfig, create_sampler
 
+from .conftest import build_tiny_dit
+
 CPU = RuntimeConfig(device="cpu", batch_size=4)
 SPACINGS = ["leading", "trailing", "linspace"]
 PREDICTIONS = ["epsilon", "v_prediction"]
@@ -91,17 +93,7 @@ def test_any_deterministic_scheduler_by_name_equals_its_loop(tiny_unet_dir, name
 
 @pytest.fixture(scope="module")
 def tiny_dit(tmp_path_factory):
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    tr = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                               num_layers=1, sample_size=4, patch_size=2, num_embeds_ada_norm=1000, norm_num_groups=4)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=4, sample_size=8)
-    root = tmp_path_factory.mktemp("dit")
-    DiTPipeline(tr, vae, DDIMScheduler(num_train_timesteps=50)).save_pretrained(root)
-    return root
+    return build_tiny_dit(tmp_path_factory.mktemp("dit"), 1000)
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])

@@ -85,7 +85,7 @@ def measure(ds: Dataset, cfg: ConsistencyConfig, progress: bool = True) -> dict[
         base_features = None
         for config in fam.tests:
             split: Split = load(config, "test")
-            with PenultimateFeatures(model) as feats:
+            with PenultimateFeatures(model if inception is None else None) as feats:
                 logits = predict(model, split, pre, device, cfg.train.eval_batch_size)
             ok = (logits.argmax(1) == split.labels).tolist()
             f = feats.value if inception is None else inception(split.images)
@@ -101,10 +101,10 @@ def measure(ds: Dataset, cfg: ConsistencyConfig, progress: bool = True) -> dict[
 
 class PenultimateFeatures:
     """Records the input of the model's last ``Linear`` layer (its penultimate features) while
-    the ``with`` block runs."""
+    the ``with`` block runs; with ``model`` None, records nothing."""
 
-    def __init__(self, model: torch.nn.Module):
-        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    def __init__(self, model: torch.nn.Module | None):
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)] if model is not None else []
         self.layer = linears[-1] if linears else None
         self.parts: list[torch.Tensor] = []
         self.value: torch.Tensor | None = None

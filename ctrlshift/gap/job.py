@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import meta, to_dict
-from ..dataset import Dataset, load_source
+from ..dataset import Dataset, SplitCache, load_source
 from ..errors import ConfigError
 from ..evaluation import sweep_metrics
 from ..files import atomic_write_json
@@ -184,19 +184,24 @@ def run(cfg: GapConfig, out: str | Path, progress: bool = True) -> GapRun:
                                                 "data": key, "curves": curves})
     plots = [plot_pca(X, T, labels, out / "pca.png"), plot_robustness(curves, out / "robustness.png")]
     results, shifted = [], None
+    load = SplitCache(data.dataset) if data.dataset is not None else None  # both sweeps read the same splits
     if data.dataset is not None and cfg.zero_shot:
         results = zero_shot_results(vlm, data.dataset, names, tpl["templates"][ref_set], cache, cfg, out / "results",
-                                    progress, fitted)
+                                    progress, fitted, load)
     if data.dataset is not None and cfg.shift:
-        shifted = shift_report(vlm, data.dataset, T, cache, cfg, progress, {"vlm": vlm.identity, "templates": ref_set})
+        shifted = shift_report(vlm, data.dataset, T, cache, cfg, progress, {"vlm": vlm.identity, "templates": ref_set},
+                               load)
         plots += shift.write(shifted, out)[1]
     return GapRun(report, curves, plots, results, shifted)
 
 
-def shift_report(vlm, ds: Dataset, T: torch.Tensor, cache: Path, cfg: GapConfig, progress: bool, source: dict) -> dict:
+def shift_report(vlm, ds: Dataset, T: torch.Tensor, cache: Path, cfg: GapConfig, progress: bool, source: dict,
+                 load=None) -> dict:
     """:func:`.shift.shift_robustness` on a ctrlshift dataset, embeddings cached per split."""
+    load = load or SplitCache(ds)
+
     def embed(config: str, split: str):
-        data = ds.load(config, split)
+        data = load(config, split)
         key = {"data": ds.dataset_hash, "config": config, "split": split}
         return cached_embeddings(vlm, data.images, cache, key, cfg.vlm.batch_size, progress).double(), data.labels
 
@@ -206,11 +211,13 @@ def shift_report(vlm, ds: Dataset, T: torch.Tensor, cache: Path, cfg: GapConfig,
 
 
 def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig, out: Path,
-                      progress: bool = True, fitted: dict[str, corrections.Correction] | None = None) -> list[Path]:
+                      progress: bool = True, fitted: dict[str, corrections.Correction] | None = None,
+                      load=None) -> list[Path]:
     """Zero-shot accuracy at every value of every family, in the shared result schema: without
     correction, and with each fitted correction (alpha = 1, fitted once on the gap's own image set
     and applied unchanged to every shifted split), so the leaderboard shows them side by side."""
     T = vlm.class_embeddings(names, templates)
+    load = load or SplitCache(ds)  # every variant sweeps the same splits
     label = slug(cfg.vlm.name)
     variants: dict[str, corrections.Correction | None] = {"": None, **(fitted or {})}
     paths = []
@@ -224,7 +231,7 @@ def zero_shot_results(vlm, ds: Dataset, names, templates, cache, cfg: GapConfig,
                     return 100.0 * X @ T.T
                 return (100.0 * c.images(X) @ c.texts(T).T).float()
 
-            metrics, summary, flip = sweep_metrics(ds, fam, logits_of)
+            metrics, summary, flip = sweep_metrics(ds, fam, logits_of, load)
             run_id = f"{label}__zeroshot" + (f"__{kind}" if kind else "")
             shown = f"{cfg.vlm.name} (zero-shot" + (f", {kind} correction)" if kind else ")")
             path = out / ds.name / fam.prefix / f"{run_id}.json"

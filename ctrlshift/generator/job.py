@@ -338,30 +338,34 @@ def _store(root, task, class_names, columns, pngs, rank):
     return fmt.write_shard(root, task, class_names, columns, rank)
 
 
-def paired_pixel_distance(root: Path, plan: Plan, config) -> float | None:
-    """Mean absolute pixel difference (grey levels / 255) between each test image of ``config``
+def paired_pixel_distances(root: Path, plan: Plan) -> dict[str, float | None]:
+    """Per config, the mean absolute pixel difference (grey levels / 255) between each test image
     and the image of the same index at its family's base value: the same noise seed, decoded
-    before and after the shift. None when the family has no base-value test split to pair with."""
-    base = next((c for c in plan.configs if c.spec.prefix == config.spec.prefix and c.value == c.spec.train_value),
-                None)
-    if base is None or not config.splits.get("test", {}).get("num_examples") or \
-            not base.splits.get("test", {}).get("num_examples"):
-        return None
-    if base.name == config.name:
-        return 0.0
+    before and after the shift. None where the family has no base-value test split to pair with.
+    Each base split is decoded once for its whole family."""
+    def has_test(c) -> bool:
+        return bool(c.splits.get("test", {}).get("num_examples"))
 
-    def images(name):
-        rows = sorted(iter_rows(root, name, "test", ["image", "index"]), key=lambda r: r["index"])
-        return {r["index"]: r["image"] for r in rows}
+    def images(name) -> dict[int, np.ndarray]:
+        return {r["index"]: fmt.decode_png(r["image"]).astype(np.int16)
+                for r in iter_rows(root, name, "test", ["image", "index"])}
 
-    a, b = images(base.name), images(config.name)
-    common = sorted(set(a) & set(b))
-    if not common:
-        return None
-    total = 0.0
-    for i in common:
-        total += float(np.abs(fmt.decode_png(a[i]).astype(np.int16) - fmt.decode_png(b[i]).astype(np.int16)).mean())
-    return total / len(common) / 255.0
+    out: dict[str, float | None] = {}
+    for prefix in dict.fromkeys(c.spec.prefix for c in plan.configs):
+        family = [c for c in plan.configs if c.spec.prefix == prefix]
+        base = next((c for c in family if c.value == c.spec.train_value and has_test(c)), None)
+        base_images = images(base.name) if base is not None else {}
+        for c in family:
+            if base is None or not has_test(c):
+                out[c.name] = None
+            elif c.name == base.name:
+                out[c.name] = 0.0
+            else:
+                shifted = images(c.name)
+                common = sorted(set(base_images) & set(shifted))
+                out[c.name] = (sum(float(np.abs(base_images[i] - shifted[i]).mean()) for i in common)
+                               / len(common) / 255.0) if common else None
+    return out
 
 
 def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, families, class_names,
@@ -379,6 +383,7 @@ def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, famil
     records.sort(key=lambda r: r["path"])
     configs = {}
     boxes = {}  # one training typical set per family, shared by its values
+    pixels = paired_pixel_distances(root, plan)
     for c in plan.configs:
         fam = families[c.spec.prefix]
         if c.spec.prefix not in boxes:
@@ -394,7 +399,7 @@ def _finish(cfg: GenerateConfig, root: Path, plan: Plan, decoder: Decoder, famil
             axis=fam.axis_name, axis_unit=fam.axis_unit, intensity=fam.axis(c.value), outside_fraction=frac,
             shifted_classes=c.spec.classes, family_params=dataclasses.asdict(fam.params), splits=c.splits,
             centre_angle=fam.centre_angle(c.value) if hasattr(fam, "centre_angle") else None,
-            total_variation=tv, pixel_distance=paired_pixel_distance(root, plan, c))
+            total_variation=tv, pixel_distance=pixels[c.name])
         configs[c.name] = info.to_json()
     dataset_hash = stable_hash([(r["path"], r["sha256"]) for r in records])
     manifest = {

@@ -447,12 +447,15 @@ def list_families(pattern: str = "*") -> list[str]:
 # Intensity: fraction of the test distribution outside the training typical set
 
 
-def _statistics(family: ShiftFamily, value: float, samples: int, seed: int, chunk: int = 2048) -> torch.Tensor:
+def _statistics(family: ShiftFamily, value: float, samples: int, seed: int, chunk: int = 2048,
+                stat=None) -> torch.Tensor:
+    """``stat`` (default: the family's summary statistics) of ``samples`` latents at ``value``."""
+    stat = stat or family.statistics
     gen = torch.Generator().manual_seed(int(seed))
     parts = []
     for start in range(0, samples, chunk):
         eps = torch.randn(min(chunk, samples - start), family.dim, generator=gen)
-        parts.append(family.statistics(family.transform(eps, value)))
+        parts.append(stat(family.transform(eps, value)))
     return torch.cat(parts)
 
 
@@ -495,25 +498,16 @@ def total_variation(family: ShiftFamily, value: float, samples: int = 20000, see
     exact = family.total_variation_exact(value)
     if exact is not None:
         return exact
-    train = _shift_samples(family, family.train_value, samples, seed)
-    test = _shift_samples(family, value, samples, seed + 1)
-    edges = torch.quantile(torch.cat([train, test]), torch.linspace(0, 1, bins + 1, dtype=torch.float64))
-    edges = torch.unique(edges)
-    p = torch.histc(train, len(edges) - 1, float(edges[0]), float(edges[-1])) if len(edges) < 3 else \
-        _hist(train, edges)
-    q = _hist(test, edges) if len(edges) >= 3 else torch.histc(test, len(edges) - 1, float(edges[0]), float(edges[-1]))
+    shift_seed = seed + 7919  # not the typical-set draws
+    train = _statistics(family, family.train_value, samples, shift_seed, stat=family.shift_statistic).double()
+    test = _statistics(family, value, samples, shift_seed + 1, stat=family.shift_statistic).double()
+    edges = torch.unique(torch.quantile(torch.cat([train, test]), torch.linspace(0, 1, bins + 1, dtype=torch.float64)))
+    if len(edges) < 3:  # (almost) every sample equal: one bin holds both distributions
+        return 0.0
+    p, q = _hist(train, edges), _hist(test, edges)
     return float(0.5 * (p / p.sum() - q / q.sum()).abs().sum())
 
 
 def _hist(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     idx = torch.bucketize(x, edges[1:-1], right=True)
     return torch.bincount(idx, minlength=len(edges) - 1).double()
-
-
-def _shift_samples(family: ShiftFamily, value: float, samples: int, seed: int, chunk: int = 2048) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(int(seed) + 7919)  # not the typical-set draws
-    parts = []
-    for start in range(0, samples, chunk):
-        eps = torch.randn(min(chunk, samples - start), family.dim, generator=gen)
-        parts.append(family.shift_statistic(family.transform(eps, value)).double())
-    return torch.cat(parts)

@@ -25,27 +25,27 @@ log = logging.getLogger(__name__)
 
 
 def _load(cls, source: str, subfolder: str | None, revision: str | None, what: str, **kwargs):
-    check_local(source)
-    try:
-        return cls.from_pretrained(source, subfolder=subfolder, revision=revision, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        where = f"{source}/{subfolder}" if subfolder else source
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ConfigError(f"decoder.source: could not load the {what} from {where!r} ({first}); "
-                          "check the hub id or folder, and the network or HF_HUB_OFFLINE cache") from None
+    return _loading(lambda: cls.from_pretrained(source, subfolder=subfolder, revision=revision, **kwargs),
+                    source, subfolder, what)
 
 
 def load_scheduler_config(source: str, subfolder: str | None, revision: str | None) -> dict:
     """The model's scheduler config (``scheduler_config.json``) as a plain dict."""
     from diffusers import DDIMScheduler
 
+    return dict(_loading(lambda: DDIMScheduler.load_config(source, subfolder=subfolder, revision=revision),
+                         source, subfolder, "scheduler config"))
+
+
+def _loading(load, source: str, subfolder: str | None, what: str):
+    """``load()``, with a missing folder or an unloadable hub id as one line naming what to check."""
     check_local(source)
     try:
-        return dict(DDIMScheduler.load_config(source, subfolder=subfolder, revision=revision))
+        return load()
     except (OSError, ValueError, EnvironmentError) as exc:
         where = f"{source}/{subfolder}" if subfolder else source
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ConfigError(f"decoder.source: could not load the scheduler config from {where!r} ({first}); "
+        raise ConfigError(f"decoder.source: could not load the {what} from {where!r} ({first}); "
                           "check the hub id or folder, and the network or HF_HUB_OFFLINE cache") from None
 
 

@@ -108,11 +108,11 @@ class PipelineDecoder(Decoder):
         if net is None:
             raise ConfigError(f"decoder.source: {type(self.pipe).__name__} has neither a unet nor a transformer")
         c = int(net.config.in_channels) // (4 if self.flux else 1)
-        size = getattr(net.config, "sample_size", None) or getattr(self.pipe, "default_sample_size", None)
-        if isinstance(size, (list, tuple)):
-            size = size[0]
-        if self.flux:
+        if self.flux:  # its transformer has no sample size; the pipeline's default is in latent pixels
             size = int(getattr(self.pipe, "default_sample_size", 128))
+        else:
+            size = getattr(net.config, "sample_size", None) or getattr(self.pipe, "default_sample_size", None)
+            size = size[0] if isinstance(size, (list, tuple)) else size
         if configured is not None:
             if len(configured) != 3 or configured[0] != c:
                 raise ConfigError(f"decoder.latent_shape: {list(configured)}; the pipeline's latent has {c} channels: "

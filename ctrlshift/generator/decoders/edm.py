@@ -48,7 +48,8 @@ class EDMOptions:
     state_dict: str | None = field(default=None, metadata=meta("weights for an import-string source"))
 
 
-def _is_pickle(source: str) -> bool:
+def _is_edm_checkpoint(source: str) -> bool:
+    """A released pickle (path or URL) or a ``ctrlshift convert`` folder, not an import string."""
     return source.endswith(".pkl") or source.startswith(("http://", "https://")) or Path(source).expanduser().is_dir()
 
 
@@ -125,9 +126,9 @@ class EDMDecoder(Decoder):
         super().__init__(cfg, sampler, runtime)
         self.solver = create_sampler(sampler, "edm", cfg.backend)
         source = resolve_source(cfg.source)
-        if _is_pickle(source) and self.options.edm_checkout:
+        if _is_edm_checkpoint(source) and self.options.edm_checkout:
             net = load_edm_pickle(source, self.options.edm_checkout, self.options.pickle_key)
-        elif _is_pickle(source):
+        elif _is_edm_checkpoint(source):
             net = load_edm_network(source, self.options.pickle_key)
         else:
             net = build_module(source, self.options.kwargs, self.options.state_dict)

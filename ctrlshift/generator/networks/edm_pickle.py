@@ -228,9 +228,8 @@ def build_network(class_name: str, kwargs: dict, state: dict[str, torch.Tensor] 
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"decoder.source: {where}: the recorded weights do not fit {class_name} ({first}; "
-                              f"{str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else ''})") from None
+            detail = "; ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
+            raise ConfigError(f"decoder.source: {where}: the recorded weights do not fit {class_name} ({detail})") from None
     return net.eval().requires_grad_(False)
 
 
@@ -256,16 +255,22 @@ def load_edm_pickle_safely(data: bytes, where: str, key: str = "ema"):
 
 def convert(data: bytes, out: Path, where: str, key: str = "ema") -> Path:
     """Write ``out/config.json`` and ``out/model.safetensors`` from an EDM pickle's bytes."""
+    net = load_edm_pickle_safely(data, where, key)
+    return save_converted(net, net.edm_record["class_name"], net.edm_record["init_kwargs"], out, where)
+
+
+def save_converted(net: torch.nn.Module, class_name: str, init_kwargs: dict, out: Path, source: str = "") -> Path:
+    """Write an EDM network as the folder :func:`load_converted` reads: ``config.json`` (class
+    name, constructor kwargs) and ``model.safetensors``."""
     from safetensors.torch import save
 
-    net = load_edm_pickle_safely(data, where, key)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     atomic_write_bytes(out / "model.safetensors", save(state))
-    config = {"format": CONFIG_FORMAT, **net.edm_record, "source": where}
+    config = {"format": CONFIG_FORMAT, "class_name": class_name, "init_kwargs": _plain(init_kwargs), "source": source}
     atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
-    log.info("converted %s -> %s (%s, %d tensors)", where, out, net.edm_record["class_name"], len(state))
+    log.info("wrote %s (%s, %d tensors) from %s", out, class_name, len(state), source or "a network")
     return out
 
 
