@@ -7,6 +7,7 @@ import hashlib
 import json
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 
@@ -30,10 +31,13 @@ def versions() -> dict:
     from . import __version__
 
     out = {"ctrlshift": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for name in ("diffusers", "accelerate", "numpy", "pyarrow", "PIL"):
+    # From the installed distributions' metadata: importing diffusers only to read its version
+    # would cost seconds of every job that does not use it.
+    for name, dist in (("diffusers", "diffusers"), ("accelerate", "accelerate"), ("numpy", "numpy"),
+                       ("pyarrow", "pyarrow"), ("PIL", "pillow")):
         try:
-            out[name] = __import__(name).__version__
-        except (ImportError, AttributeError):
+            out[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
     return out
 
