@@ -280,3 +280,43 @@ def test_manifest_records_latent_tv_and_the_paired_pixel_distance(tiny_dataset):
     assert shifted.pixel_distance == pytest.approx(float(by_hand), rel=1e-9)
     assert ds.configs["truncation-110"].pixel_distance > 0
     assert "| TV (latent) | pixel distance |" in (tiny_dataset[1] / "README.md").read_text()
+
+
+def test_every_file_is_written_once_and_shard_bytes_grow_linearly(write_config, tiny_unet_dir, tmp_path,
+                                                                   monkeypatch):
+    """What the job writes is O(N): each shard, record, manifest and card is put in place once
+    (no shard or manifest rewritten as the run goes), and twice the images make twice the shards."""
+    real, placed = os.replace, []
+    monkeypatch.setattr(os, "replace", lambda src, dst, **kw: (placed.append(str(dst)), real(src, dst, **kw))[1])
+
+    def run_size(test: int) -> tuple[int, list[str]]:
+        placed.clear()
+        cfg = write_config(tiny_config(tiny_unet_dir, **{"shifts": [{"family": "truncation", "values": [90]}],
+                                                         "splits.train.size": 0, "splits.val.size": 0,
+                                                         "splits.test.size": test, "output.grid": 0}),
+                           f"cfg{test}.yaml")
+        out = tmp_path / f"n{test}"
+        assert run(cfg, out) == 0
+        shard_bytes = sum(p.stat().st_size for p in (out / "data").rglob("*.parquet"))
+        return shard_bytes, list(placed)
+
+    n_bytes, n_placed = run_size(8)
+    twice_bytes, twice_placed = run_size(16)
+    assert any(p.endswith("manifest.json") for p in n_placed) and any(p.endswith("README.md") for p in n_placed)
+    for placed_once in (n_placed, twice_placed):
+        assert len(placed_once) == len(set(placed_once)), sorted(placed_once)
+    assert sum(p.endswith(".parquet") for p in twice_placed) == 2 * sum(p.endswith(".parquet") for p in n_placed) == 4
+    assert 1.8 < twice_bytes / n_bytes < 2.2
+
+
+@pytest.mark.slow
+def test_runtime_compile_decodes_what_the_eager_network_decodes(reference, tmp_path):
+    """runtime.compile (torch.compile, inductor on the CPU) changes how the network runs, not what
+    the dataset holds: the same images but for rare one-grey-level roundings."""
+    cfg, ref = reference
+    out = tmp_path / "ds"
+    assert run(cfg, out, "runtime.compile=true", "splits.train.size=0", "splits.val.size=0") == 0
+    for name in ("truncation-110", "overlap-30"):
+        a = np.stack([writer.decode_png(r["image"]) for r in iter_rows(ref, name, "test", ["image"])]).astype(int)
+        b = np.stack([writer.decode_png(r["image"]) for r in iter_rows(out, name, "test", ["image"])]).astype(int)
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01, name
