@@ -68,7 +68,7 @@ def test_cli_bad_input_exits_2_with_one_line(capsys, write_config, tiny_unet_dir
     assert main(["generate", str(path), "--out", str(out), "runtime.batch_sise=4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: unknown key 'runtime.batch_sise'; did you mean 'runtime.batch_size'? "
-                   "(allowed here: device, dtype, batch_size, compile, encode_workers)"]
+                   "(allowed here: device, dtype, batch_size, compile, compile_mode, encode_workers)"]
     assert not out.exists()  # nothing written
 
 

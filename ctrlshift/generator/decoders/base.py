@@ -69,6 +69,9 @@ class RuntimeConfig:
         "autocast dtype of the network (the sampler state stays float32/float64)"))
     batch_size: int = field(default=64, metadata=meta("images decoded per network call", min=1))
     compile: bool = field(default=False, metadata=meta("torch.compile the network"))
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = field(
+        default="default", metadata=meta(
+            "torch.compile mode with compile: true (reduce-overhead and max-autotune add CUDA graphs on a GPU)"))
     encode_workers: int = field(default=2, metadata=meta(
         "threads that PNG-encode and write shards while the next batch decodes", min=1))
 
@@ -186,7 +189,7 @@ class Decoder:
         return torch.autocast(self.device.type, dtype=getattr(torch, self.runtime.dtype))
 
     def maybe_compile(self, module: torch.nn.Module) -> Any:
-        return torch.compile(module) if self.runtime.compile else module
+        return torch.compile(module, mode=self.runtime.compile_mode) if self.runtime.compile else module
 
     def default_class_names(self, folder: str | None = None) -> list[str]:
         if folder is not None:
