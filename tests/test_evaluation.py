@@ -188,6 +188,46 @@ def test_loop_learns_a_separable_toy_set():
     assert acc == rec["val_top1"]  # the best epoch's weights are the ones kept
 
 
+@pytest.mark.slow
+def test_train_compile_learns_and_keeps_the_models_state_dict():
+    """train.compile runs the training step through torch.compile (inductor, on the CPU too): it
+    learns the separable toy set as the eager loop does, evaluation (uncompiled) sees the trained
+    weights, and the model keeps its own parameter names for checkpoints and results."""
+    train, test = toy_split(), toy_split(seed=1)
+    pre = Preprocess.fit(train.images)
+    torch.manual_seed(0)
+    net = create_model("resnet20", 2, img_size=8, width=0.25)
+    fresh = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = TrainConfig(epochs=6, batch_size=16, optimizer="sgd", lr=0.05, compile=True)
+    rec = train_classifier(net, train, test, pre, Recipe(cfg, "none", 0), progress=False)
+    assert rec["val_top1"] >= 0.95 and rec["history"][-1]["loss"] < rec["history"][0]["loss"]
+    assert net.state_dict().keys() == fresh.keys()
+    acc = float((predict(net, test, pre, "cpu").argmax(1) == test.labels).double().mean())
+    assert acc == rec["val_top1"]
+
+
+def test_train_compile_enters_the_fingerprint_only_when_set(tiny_dataset):
+    """Results written before train.compile existed keep their fingerprint (and are not redone)."""
+    import dataclasses
+
+    from ctrlshift.config import load_config, to_dict
+    from ctrlshift.dataset import Dataset
+    from ctrlshift.evaluation import job
+    from ctrlshift.provenance import stable_hash
+
+    cfg = load_config(job.EvaluateConfig, "quickstart-evaluate")
+    ds = Dataset.open(tiny_dataset[1])
+    run = job.plan_runs(cfg, ds.families())[0]
+    old = to_dict(cfg.train)
+    old.pop("compile")
+    before = stable_hash({"model": dataclasses.asdict(run.model), "augment": run.augment, "size": run.size,
+                          "seed": run.seed, "train": old, "dataset": ds.dataset_hash,
+                          "family": dataclasses.asdict(run.family), "consistent_only": run.consistent_only})
+    assert job.fingerprint(cfg, ds, run) == before
+    compiled = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=True))
+    assert job.fingerprint(compiled, ds, run) != before
+
+
 def test_resume_continues_where_it_stopped(tmp_path):
     """Kill after epoch 2 of 3 (simulated by an exception), rerun: epochs 1-2 are not redone."""
     train = toy_split()

@@ -125,8 +125,11 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 def fingerprint(cfg: EvaluateConfig, ds: Dataset, run: RunSpec) -> str:
     """Everything that determines a run's result: the model, its recipe, the data."""
+    train = to_dict(cfg.train)
+    if not train["compile"]:  # added later: results made before it existed keep their fingerprint
+        train.pop("compile")
     return stable_hash({"model": dataclasses.asdict(run.model), "augment": run.augment, "size": run.size,
-                        "seed": run.seed, "train": to_dict(cfg.train), "dataset": ds.dataset_hash,
+                        "seed": run.seed, "train": train, "dataset": ds.dataset_hash,
                         "family": dataclasses.asdict(run.family), "consistent_only": run.consistent_only})
 
 

@@ -46,6 +46,8 @@ class TrainConfig:
     channels_last: bool = field(default=True, metadata=meta(
         "channels_last memory format on CUDA (ignored on the CPU, where it crashes narrow layers in torch 2.14)"))
     eval_batch_size: int = field(default=512, metadata=meta("images per evaluation call", min=1))
+    compile: bool = field(default=False, metadata=meta(
+        "torch.compile the training step's forward and backward (evaluation runs the model uncompiled)"))
 
 
 @dataclass
@@ -277,8 +279,10 @@ def train_classifier(model: torch.nn.Module, train: Split, val: Split | None, pr
     t0 = time.time()
     bar = tqdm(range(start_epoch, cfg.epochs), desc="train", unit="epoch", disable=not (progress and acc.is_main_process),
                dynamic_ncols=True, leave=False)
+    # The compiled module shares the model's parameters: checkpoints and evaluation use the model.
+    step_model = torch.compile(model) if cfg.compile else model
     for epoch in bar:
-        record = {"epoch": epoch + 1, **_epoch(acc, model, opt, sched, train, pre, recipe, gen, channels_last)}
+        record = {"epoch": epoch + 1, **_epoch(acc, step_model, opt, sched, train, pre, recipe, gen, channels_last)}
         if val is not None and len(val):
             logits = predict(model, val, pre, acc.device, cfg.eval_batch_size, channels_last)
             record["val_top1"] = float((logits.argmax(1) == val.labels).double().mean())
