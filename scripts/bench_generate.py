@@ -32,6 +32,7 @@ import json
 import logging
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -67,6 +68,26 @@ WORKLOADS = {
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def interleaved(paths: dict, device, repeat: int, cold=()) -> tuple[dict, list[dict]]:
+    """Seconds of each path's fastest run, and every round's seconds: one warm-up each (but those
+    in ``cold``, which an earlier path warms), then ``repeat`` rounds in turn, every other round in
+    the reverse order (a drift of the machine's speed then favours no path)."""
+    for key, fn in paths.items():
+        if key not in cold:
+            fn()
+    rounds = []
+    for r in range(repeat):
+        seconds = {}
+        for key in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
+            sync(device)
+            t0 = time.perf_counter()
+            paths[key]()
+            sync(device)
+            seconds[key] = time.perf_counter() - t0
+        rounds.append(seconds)
+    return {key: min(r[key] for r in rounds) for key in paths}, rounds
 
 
 def timed(fn, device, repeat=1):
@@ -144,15 +165,14 @@ def bench_edm(name, spec, args, device, out):
             for b in range(0, n, ref_bs):
                 reference_edm(net, z[b:b + ref_bs], labels[b:b + ref_bs], sig)
 
-    t_ref = timed(run_reference, device)
     folder = edm_folder(net.cpu(), spec["kwargs"], out / f"{name}-net")
     net.to(device)
 
-    def decoder(dtype, compile_, bs, channels_last=False):
-        rt = RuntimeConfig(device=str(device), dtype=dtype, batch_size=bs, compile=compile_)
+    def decoder(dtype, compile_, bs, channels_last=False, mode="default"):
+        rt = RuntimeConfig(device=str(device), dtype=dtype, batch_size=bs, compile=compile_, compile_mode=mode)
         sampler = SamplerConfig(name="edm-heun", steps=steps, sigma_min=0.002, sigma_max=80.0, sigma_end=1e-5)
         dec = create_decoder(DecoderConfig(backend="edm", source=str(folder)), sampler, rt, "floor")
-        if channels_last and device.type == "cuda":
+        if channels_last:
             dec.raw_net.to(memory_format=torch.channels_last)
         return dec
 
@@ -164,31 +184,76 @@ def bench_edm(name, spec, args, device, out):
 
     best = dict(dtype=args.dtype, compile=args.compile, bs=args.batch, channels_last=args.channels_last)
     dec = decoder(best["dtype"], best["compile"], best["bs"], best["channels_last"])
-    t_dec = timed(lambda: run_decoder(dec, best["bs"]), device)
+    sizes = {}
+
+    def job(key, images):
+        def run():
+            sizes[key] = bench_job(folder, shape, k, steps, images, best, device, out / f"{name}-{key}")[1:]
+        return run
+
+    # The paths take turns, each timed `repeat` times after a warm-up, and each keeps its fastest
+    # round: a slow spell of a shared machine then hits every path alike.
+    t, rounds = interleaved({"reference": run_reference, "decode": lambda: run_decoder(dec, best["bs"]),
+                             "job": job("job", n), "job2": job("job2", 2 * n)}, device, args.repeat, cold=("job2",))
+    # Decoding alone against the job, round by round: the median of the paired ratios shrugs off
+    # a slow spell that hits one round (the ratio of fastest runs can pair a lucky run with a slow one).
+    paired = statistics.median(r["decode"] / r["job"] for r in rounds)
+    t_ref, t_dec, t_job, t_job2 = t["reference"], t["decode"], t["job"], t["job2"]
+    share = SHARE.busy / SHARE.wall  # of the last job run (2N images)
+    (bytes_written, shards), (bytes2, shards2) = sizes["job"], sizes["job2"]
     levers = {}
     if args.levers:
-        for label, kw in [("fp32", dict(dtype="float32", compile_=False)),
-                          ("bf16", dict(dtype="bfloat16", compile_=False)),
-                          ("bf16+channels_last", dict(dtype="bfloat16", compile_=False, channels_last=True)),
-                          ("bf16+compile", dict(dtype="bfloat16", compile_=True))]:
-            if device.type != "cuda" and label != "fp32":
-                continue
-            d = decoder(bs=best["bs"], **kw)
-            levers[label] = n / timed(lambda d=d: run_decoder(d, best["bs"]), device)
-    bench_job(folder, shape, k, steps, n, best, device, out / f"{name}-warm")  # imports, caches, compilation
-    t_job, bytes_written = bench_job(folder, shape, k, steps, n, best, device, out / f"{name}-job")
-    t_job2, bytes2 = bench_job(folder, shape, k, steps, 2 * n, best, device, out / f"{name}-job2")
+        gpu = device.type == "cuda"
+        low = "bfloat16"
+        for label, kw in [("fp32", dict(dtype="float32")),
+                          ("fp32 batch/4", dict(dtype="float32", bs=max(1, best["bs"] // 4))),
+                          ("fp32+channels_last", dict(dtype="float32", channels_last=True)),
+                          ("fp32+compile", dict(dtype="float32", compile_=True)),
+                          ("bf16", dict(dtype=low)),
+                          ("bf16+channels_last", dict(dtype=low, channels_last=True)),
+                          ("bf16+compile", dict(dtype=low, compile_=True)),
+                          ("bf16+compile max-autotune", dict(dtype=low, compile_=True, mode="max-autotune")),
+                          ("bf16+compile reduce-overhead (CUDA graphs)", dict(dtype=low, compile_=True,
+                                                                              mode="reduce-overhead"))]:
+            if not gpu and ("max-autotune" in label or "CUDA graphs" in label):
+                continue  # GPU-only modes (on a CPU they add nothing but compile time)
+            if "max-autotune" in label and not args.autotune:
+                continue  # minutes of kernel search per shape: only with --autotune
+            bs = kw.pop("bs", best["bs"])
+            d = decoder(bs=bs, **{"compile_": False, **kw})
+            levers[label] = n / timed(lambda d=d, bs=bs: run_decoder(d, bs), device, args.repeat)
+            del d
     marginal = {"job_seconds_n": t_job, "job_seconds_2n": t_job2, "fixed_seconds": 2 * t_job - t_job2,
                 "job_over_decode_marginal": (t_dec / n) / max((t_job2 - t_job) / n, 1e-12),
-                "bytes_n": bytes_written, "bytes_2n": bytes2, "bytes_ratio_2n_over_n": bytes2 / bytes_written}
+                "bytes_n": bytes_written, "bytes_2n": bytes2, "bytes_ratio_2n_over_n": bytes2 / bytes_written,
+                "shard_bytes_ratio_2n_over_n": shards2 / shards,
+                "decoder_share_of_job": share, "job_over_decode_paired": paired,
+                "rounds_seconds": rounds}
     x1 = z[:1].float()
     fl = flops_per_call(net, x1, torch.ones(1, device=device), labels[:1]) * (2 * steps - 1)
     return report(name, params, fl, n, t_ref, t_dec, t_job, device, best, levers, bytes_written,
                   {"reference_batch": ref_bs, "steps": steps, "network_calls_per_image": 2 * steps - 1, **marginal})
 
 
+class DecoderShare(logging.Handler):
+    """The generate job logs its wall time and the part of it spent decoding (waiting for the
+    decoder's images): the latest pair, read from the record's arguments."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.wall = self.busy = None
+
+    def emit(self, record):
+        if record.msg.startswith("%s%d images in %.1fs, decoding"):
+            self.wall, self.busy = record.args[2], record.args[3]
+
+
+SHARE = DecoderShare()
+
+
 def bench_job(folder, shape, k, steps, n, best, device, root):
-    """The whole generate job on one config of ``n`` test images; returns (seconds, bytes)."""
+    """The whole generate job on one config of ``n`` test images; returns (seconds, bytes written,
+    bytes of the shards alone)."""
     import ctrlshift
 
     shutil.rmtree(root, ignore_errors=True)
@@ -197,7 +262,7 @@ def bench_job(folder, shape, k, steps, n, best, device, root):
            "sampler": {"name": "edm-heun", "steps": steps, "sigma_min": 0.002, "sigma_max": 80.0, "sigma_end": 1e-5},
            "shifts": [{"family": "truncation", "values": [90], "train_value": 90}],
            "splits": {"train": {"size": 0}, "val": {"size": 0}, "test": {"size": n, "seed": 0}},
-           "intensity": {"samples": 100}, "output": {"shard_size": max(n // 4, 1), "grid": 0, "quantize": "floor"},
+           "intensity": {"samples": 100}, "output": {"shard_size": best["bs"], "grid": 0, "quantize": "floor"},
            "runtime": {"device": str(device), "dtype": best["dtype"], "batch_size": best["bs"],
                        "compile": best["compile"]}}
     t0 = time.perf_counter()
@@ -205,7 +270,8 @@ def bench_job(folder, shape, k, steps, n, best, device, root):
     sync(device)
     seconds = time.perf_counter() - t0
     written = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    return seconds, written
+    shards = sum(p.stat().st_size for p in (root / "data").rglob("*.parquet"))
+    return seconds, written, shards
 
 
 # -- DiT ---------------------------------------------------------------------------------------
@@ -288,7 +354,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small networks on the CPU, under a minute")
     p.add_argument("--workloads", nargs="+", default=None, choices=sorted(WORKLOADS))
-    p.add_argument("--images", type=int, default=None, help="images per path (default 400; --quick 64)")
+    p.add_argument("--images", type=int, default=None, help="images per path (default 400; --quick 128)")
     p.add_argument("--steps", type=int, default=None, help="solver steps (default: the workload's)")
     p.add_argument("--batch", type=int, default=None, help="ctrlshift's batch size (default 400; --quick 32)")
     p.add_argument("--reference-batch", type=int, default=100, help="the reference path's batch (100)")
@@ -297,17 +363,27 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile ctrlshift's network")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--levers", action="store_true", help="also time each speed lever alone")
+    p.add_argument("--autotune", action="store_true", help="with --levers, also torch.compile max-autotune")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="time each path this many times after a warm-up and keep the fastest (default 1; "
+                        "--quick 3: a short run on a shared CPU is noisy)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    job_log = logging.getLogger("ctrlshift.generator.job")
+    job_log.setLevel(logging.INFO)
+    job_log.addHandler(SHARE)
+    job_log.propagate = False
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     if args.quick:
         args.workloads = args.workloads or ["edm-quick"]
-        args.images = args.images or 64
+        args.images = args.images or 128
         args.batch = args.batch or 32
         args.reference_batch = min(args.reference_batch, 8)
+        args.repeat = args.repeat or 3
+    args.repeat = args.repeat or 1
     args.workloads = args.workloads or ["edm-cifar10", "edm-imagenet64", "dit-xl2"]
     args.images = args.images or 400
     args.batch = args.batch or 400
@@ -335,7 +411,10 @@ def main(argv=None) -> int:
         if "job_over_decode_marginal" in r:
             print(f"    job at N={r['images']}: {r['job_seconds_n']:.1f} s, at 2N: {r['job_seconds_2n']:.1f} s -> "
                   f"fixed {r['fixed_seconds']:.1f} s, per-image job/decode {r['job_over_decode_marginal']:.3f}, "
-                  f"bytes 2N/N {r['bytes_ratio_2n_over_n']:.3f}")
+                  f"bytes 2N/N {r['bytes_ratio_2n_over_n']:.3f} (shards alone "
+                  f"{r['shard_bytes_ratio_2n_over_n']:.3f}); job/decode paired by round (median of "
+                  f"{len(r['rounds_seconds'])}) {r['job_over_decode_paired']:.3f}; the decoder busy {100 * r['decoder_share_of_job']:.1f}% "
+                  "of the job's shard-writing time")
         for lever, v in r["levers_img_per_s"].items():
             print(f"    lever {lever:<20} {v:8.2f} img/s")
     if args.json:
