@@ -91,15 +91,9 @@ def interleaved(paths: dict, device, repeat: int, cold=()) -> tuple[dict, list[d
 
 
 def timed(fn, device, repeat=1):
-    fn()  # warm-up (compilation, cudnn autotuning, allocator)
-    sync(device)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    """Seconds of the fastest of ``repeat`` runs after a warm-up (compilation, cudnn autotuning,
+    allocator)."""
+    return interleaved({"fn": fn}, device, repeat)[0]["fn"]
 
 
 # -- EDM --------------------------------------------------------------------------------------
@@ -223,7 +217,7 @@ def bench_edm(name, spec, args, device, out):
             d = decoder(bs=bs, **{"compile_": False, **kw})
             levers[label] = n / timed(lambda d=d, bs=bs: run_decoder(d, bs), device, args.repeat)
             del d
-    marginal = {"job_seconds_n": t_job, "job_seconds_2n": t_job2, "fixed_seconds": 2 * t_job - t_job2,
+    job_keys = {"job_seconds_n": t_job, "job_seconds_2n": t_job2, "fixed_seconds": 2 * t_job - t_job2,
                 "job_over_decode_marginal": (t_dec / n) / max((t_job2 - t_job) / n, 1e-12),
                 "bytes_n": bytes_written, "bytes_2n": bytes2, "bytes_ratio_2n_over_n": bytes2 / bytes_written,
                 "shard_bytes_ratio_2n_over_n": shards2 / shards,
@@ -232,23 +226,36 @@ def bench_edm(name, spec, args, device, out):
     x1 = z[:1].float()
     fl = flops_per_call(net, x1, torch.ones(1, device=device), labels[:1]) * (2 * steps - 1)
     return report(name, params, fl, n, t_ref, t_dec, t_job, device, best, levers, bytes_written,
-                  {"reference_batch": ref_bs, "steps": steps, "network_calls_per_image": 2 * steps - 1, **marginal})
+                  {"reference_batch": ref_bs, "steps": steps, "network_calls_per_image": 2 * steps - 1, **job_keys})
 
 
 class DecoderShare(logging.Handler):
-    """The generate job logs its wall time and the part of it spent decoding (waiting for the
-    decoder's images): the latest pair, read from the record's arguments."""
+    """The generate job logs its shard-writing wall time and the part of it spent decoding
+    (waiting for the decoder's images), as the record's ``shard_writing``: the latest pair."""
 
     def __init__(self):
         super().__init__(logging.INFO)
         self.wall = self.busy = None
 
     def emit(self, record):
-        if record.msg.startswith("%s%d images in %.1fs, decoding"):
-            self.wall, self.busy = record.args[2], record.args[3]
+        timing = getattr(record, "shard_writing", None)
+        if timing is not None:
+            self.wall, self.busy = timing["seconds"], timing["decoding_seconds"]
 
 
 SHARE = DecoderShare()
+
+
+def job_config(folder, shape, k, steps, n, runtime: dict) -> dict:
+    """The generate config the benchmarks time: ``n`` test images of one config of the EDM network
+    in ``folder``, one decoder batch per shard."""
+    return {"name": "bench", "decoder": {"backend": "edm", "source": str(folder), "latent_shape": list(shape),
+                                         "num_classes": k},
+            "sampler": {"name": "edm-heun", "steps": steps, "sigma_min": 0.002, "sigma_max": 80.0, "sigma_end": 1e-5},
+            "shifts": [{"family": "truncation", "values": [90], "train_value": 90}],
+            "splits": {"train": {"size": 0}, "val": {"size": 0}, "test": {"size": n, "seed": 0}},
+            "intensity": {"samples": 100}, "output": {"shard_size": runtime["batch_size"], "grid": 0, "quantize": "floor"},
+            "runtime": runtime}
 
 
 def bench_job(folder, shape, k, steps, n, best, device, root):
@@ -257,14 +264,8 @@ def bench_job(folder, shape, k, steps, n, best, device, root):
     import ctrlshift
 
     shutil.rmtree(root, ignore_errors=True)
-    cfg = {"name": "bench", "decoder": {"backend": "edm", "source": str(folder), "latent_shape": list(shape),
-                                        "num_classes": k},
-           "sampler": {"name": "edm-heun", "steps": steps, "sigma_min": 0.002, "sigma_max": 80.0, "sigma_end": 1e-5},
-           "shifts": [{"family": "truncation", "values": [90], "train_value": 90}],
-           "splits": {"train": {"size": 0}, "val": {"size": 0}, "test": {"size": n, "seed": 0}},
-           "intensity": {"samples": 100}, "output": {"shard_size": best["bs"], "grid": 0, "quantize": "floor"},
-           "runtime": {"device": str(device), "dtype": best["dtype"], "batch_size": best["bs"],
-                       "compile": best["compile"]}}
+    cfg = job_config(folder, shape, k, steps, n, {"device": str(device), "dtype": best["dtype"],
+                                                   "batch_size": best["bs"], "compile": best["compile"]})
     t0 = time.perf_counter()
     ctrlshift.generate(cfg, root, progress=False)
     sync(device)

@@ -66,14 +66,17 @@ def main(argv=None) -> int:
                                              runtime__device=str(device), output__grid=0, **sizes)
             seconds[dtype] = time.perf_counter() - t0
         full, low = sets["float32"], sets[args.dtype]
-        rows, totals = {}, []
+        base = next(iter(full.families().values())).base
+        rows, totals, tests = {}, [], {}
         for name in full.configs:
             for split in full.configs[name].splits:
                 a, b = full.load(name, split), low.load(name, split)
                 rows.setdefault(name, {})[split] = compare(a, b)
                 totals.append(rows[name][split])
-        base = next(iter(full.families().values())).base
-        train = full.load(base, "train")
+                if split == "test":
+                    tests[name] = a, b  # each split read once: the classifier below uses these
+                if (name, split) == (base, "train"):
+                    train = a
         pre = Preprocess.fit(train.images)
         torch.manual_seed(0)
         model = create_model("resnet20", full.num_classes, img_size=pre.img_size)
@@ -81,10 +84,7 @@ def main(argv=None) -> int:
                           warmup_epochs=1.0)
         train_classifier(model, train, None, pre, Recipe(cfg, "crop", 0), progress=False, device=device)
         model.eval()
-        for name in full.configs:
-            if "test" not in full.configs[name].splits:
-                continue
-            a, b = full.load(name, "test"), low.load(name, "test")
+        for name, (a, b) in tests.items():
             pa, pb = predict(model, a, pre, device).argmax(1), predict(model, b, pre, device).argmax(1)
             rows[name]["top1"] = {"float32": float((pa == a.labels).double().mean()),
                                   args.dtype: float((pb == b.labels).double().mean()),

@@ -80,15 +80,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = bg.edm_folder(net, spec["kwargs"], tmp / "net")
-        cfg = {"name": "procs", "decoder": {"backend": "edm", "source": str(folder), "latent_shape": shape,
-                                            "num_classes": spec["kwargs"]["label_dim"]},
-               "sampler": {"name": "edm-heun", "steps": spec["steps"], "sigma_min": 0.002, "sigma_max": 80.0,
-                           "sigma_end": 1e-5},
-               "shifts": [{"family": "truncation", "values": [90], "train_value": 90}],
-               "splits": {"train": {"size": 0}, "val": {"size": 0}, "test": {"size": args.images, "seed": 0}},
-               "intensity": {"samples": 100},
-               "output": {"shard_size": args.shard_size, "grid": 0, "quantize": "floor"},
-               "runtime": {"batch_size": args.shard_size, "encode_workers": 1}}
+        cfg = bg.job_config(folder, shape, spec["kwargs"]["label_dim"], spec["steps"], args.images,
+                            {"batch_size": args.shard_size, "encode_workers": 1})
         cfg_path = tmp / "cfg.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
         for n in (1, args.processes):

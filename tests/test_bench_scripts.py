@@ -13,12 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_script(name: str, tmp_path: Path, *args: str) -> dict:
+    """Run ``scripts/NAME`` with ``args`` and ``--json``; returns the JSON it wrote."""
+    out = tmp_path / f"{name}.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args, "--json", str(out)], check=True,
+                   capture_output=True, timeout=600)
+    return json.loads(out.read_text())
+
+
 @pytest.mark.slow
 def test_bench_generate_quick_writes_its_json(tmp_path):
-    out = tmp_path / "g.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_generate.py"), "--quick", "--images", "16",
-                    "--batch", "8", "--repeat", "1", "--json", str(out)], check=True, capture_output=True, timeout=600)
-    r = json.loads(out.read_text())
+    r = run_script("bench_generate.py", tmp_path, "--quick", "--images", "16", "--batch", "8", "--repeat", "1")
     assert {"device", "torch", "workloads"} <= set(r)
     w = r["workloads"][0]
     assert {"reference", "ctrlshift", "job"} <= set(w["img_per_s"])
@@ -31,10 +36,7 @@ def test_bench_generate_quick_writes_its_json(tmp_path):
 
 @pytest.mark.slow
 def test_bench_train_quick_writes_its_json(tmp_path):
-    out = tmp_path / "t.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--quick", "--epochs", "2",
-                    "--json", str(out)], check=True, capture_output=True, timeout=600)
-    r = json.loads(out.read_text())
+    r = run_script("bench_train.py", tmp_path, "--quick", "--epochs", "2")
     assert set(r["img_per_s"]) == {"usual", "ctrlshift"} and r["speedup"] > 0
     assert all(0 <= v <= 1 for v in r["test_top1"].values())
     assert r["img_per_s_after_first_epoch"]["usual"] > 0 and r["img_per_s_after_first_epoch"]["ctrlshift"] > 0
@@ -42,10 +44,7 @@ def test_bench_train_quick_writes_its_json(tmp_path):
 
 @pytest.mark.slow
 def test_bench_precision_compares_two_versions_of_one_dataset(tmp_path):
-    out = tmp_path / "p.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_precision.py"), "--config", "tiny", "--epochs", "1",
-                    "--json", str(out)], check=True, capture_output=True, timeout=600)
-    r = json.loads(out.read_text())
+    r = run_script("bench_precision.py", tmp_path, "--config", "tiny", "--epochs", "1")
     assert r["dtype"] == "bfloat16" and 0 < r["overall"]["differ"] < 1  # bf16 moves pixels, not all of them
     assert set(r["configs"]) == {f"{f}-{v}" for f, vs in [("truncation", (90, 100, 110)), ("extend", (50, 75, 100)),
                                                           ("overlap", (0, 20, 40))] for v in vs}
@@ -56,10 +55,7 @@ def test_bench_precision_compares_two_versions_of_one_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_bench_processes_writes_the_same_shards_on_two_processes(tmp_path):
-    out = tmp_path / "n.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_processes.py"), "--processes", "2", "--images", "64",
-                    "--json", str(out)], check=True, capture_output=True, timeout=600)
-    r = json.loads(out.read_text())
+    r = run_script("bench_processes.py", tmp_path, "--processes", "2", "--images", "64")
     assert r["same_shards"] is True and [x["processes"] for x in r["runs"]] == [1, 2]
     assert set(r["runs"][1]["ranks"]) == {"0", "1"} and sum(x["images"] for x in r["runs"][1]["ranks"].values()) == 64
     assert r["scaling_writing"] > 0 and r["scaling_wall"] > 0

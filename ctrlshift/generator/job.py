@@ -316,7 +316,8 @@ def _write_shards(cfg, root, decoder: Decoder, families, tasks, class_names, num
         who = f"rank {state.process_index}: " if state.num_processes > 1 else ""
         wall = time.perf_counter() - t0
         # The decoder's share of the wall time: near 100% when encoding and writing keep up beside it.
-        log.info("%s%d images in %.1fs, decoding %.1fs of it (%.0f%%)", who, total, wall, busy, 100 * busy / wall)
+        log.info("%s%d images in %.1fs, decoding %.1fs of it (%.0f%%)", who, total, wall, busy, 100 * busy / wall,
+                 extra={"shard_writing": {"images": total, "seconds": wall, "decoding_seconds": busy}})
 
 
 def _decode_batch(decoder: Decoder, z: torch.Tensor, labels: torch.Tensor, where: str) -> torch.Tensor:
